@@ -1,0 +1,132 @@
+//! The world a node runs in: transport, disk, clock, randomness, event sink and
+//! planted bugs. The simulator implements these traits; the core only uses them.
+
+use crate::bugs::{Bug, Bugs};
+use futures::future::BoxFuture;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What a message is, for fault filters: the request kind (`Create`, `Fence`, …)
+/// and whether this is the reply to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsgKind {
+    pub name: &'static str,
+    pub reply: bool,
+}
+
+/// Unreliable datagrams between named nodes. Messages may be lost, delayed,
+/// duplicated or reordered; a sender is never told.
+pub trait Transport: Send + Sync {
+    fn send(&self, to: &str, kind: MsgKind, bytes: Vec<u8>) -> BoxFuture<'_, ()>;
+    /// The next datagram addressed to this node, with its sender's name.
+    fn recv(&self) -> BoxFuture<'_, (String, Vec<u8>)>;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum DiskError {
+    #[error("I/O error")]
+    Io,
+    #[error("read past the end of {0}")]
+    OutOfRange(String),
+}
+
+/// A node's private disk: named append-only files. Appends are volatile until
+/// `sync`; a crash keeps the synced bytes and maybe a prefix of the rest.
+/// `truncate` and `remove` are durable at once.
+pub trait Disk: Send + Sync {
+    fn append(&self, file: &str, data: &[u8]) -> Result<(), DiskError>;
+    fn read(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>, DiskError>;
+    /// Current length (0 when the file does not exist).
+    fn len(&self, file: &str) -> u64;
+    fn truncate(&self, file: &str, len: u64) -> Result<(), DiskError>;
+    fn remove(&self, file: &str) -> Result<(), DiskError>;
+    fn list(&self) -> Vec<String>;
+    fn sync<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<(), DiskError>>;
+}
+
+/// A node's clocks. The wall clock may be skewed, drift and jump; the monotonic
+/// clock only drifts. Timers run on the monotonic clock.
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch, as this node believes.
+    fn wall_ms(&self) -> u64;
+    /// Time since an arbitrary start, at this node's rate.
+    fn mono(&self) -> Duration;
+    /// Sleeps `d` as measured by this node's monotonic clock.
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()>;
+}
+
+/// Protocol events worth a timeline; the simulator stamps them with time and node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A node recovered its state from disk.
+    Recovered {
+        records: u64,
+        zxid: u64,
+        repaired: u64,
+        dropped_tail_bytes: u64,
+    },
+    /// A node found a record it cannot trust and refuses to serve.
+    RefusesCorruptState { offset: u64 },
+    /// A disk operation failed; the node fell back to its durable state.
+    DiskFailed { op: String },
+    SessionExpired { session: u64 },
+}
+
+pub trait EventSink: Send + Sync {
+    fn event(&self, event: Event);
+}
+
+/// Everything a node may touch. Cloned freely; all parts are shared.
+#[derive(Clone)]
+pub struct Env {
+    pub name: String,
+    pub net: Arc<dyn Transport>,
+    pub disk: Arc<dyn Disk>,
+    pub clock: Arc<dyn Clock>,
+    pub events: Arc<dyn EventSink>,
+    pub bugs: Bugs,
+    rng: Arc<Mutex<ChaCha8Rng>>,
+}
+
+impl Env {
+    pub fn new(
+        name: String,
+        net: Arc<dyn Transport>,
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        events: Arc<dyn EventSink>,
+        bugs: Bugs,
+        rng_seed: u64,
+    ) -> Env {
+        Env {
+            name,
+            net,
+            disk,
+            clock,
+            events,
+            bugs,
+            rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(rng_seed))),
+        }
+    }
+
+    pub fn bug(&self, bug: Bug) -> bool {
+        self.bugs.has(bug)
+    }
+
+    /// Runs `f` with this node's deterministic random number generator.
+    pub fn rng<T>(&self, f: impl FnOnce(&mut ChaCha8Rng) -> T) -> T {
+        f(&mut self.rng.lock().expect("rng lock"))
+    }
+
+    pub fn random_duration(&self, lo: Duration, hi: Duration) -> Duration {
+        self.rng(|r| r.gen_range(lo..=hi))
+    }
+
+    pub fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
+        self.clock.sleep(d)
+    }
+}

@@ -1,0 +1,8 @@
+//! The system under test. Every node is an async task that receives its world
+//! through an [`env::Env`]; nothing here knows whether that world is simulated.
+
+pub mod bugs;
+pub mod env;
+pub mod meta;
+pub mod rpc;
+pub mod wal;

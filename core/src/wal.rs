@@ -1,0 +1,163 @@
+//! A checksummed, optionally mirrored, append-only record log on a [`Disk`].
+//!
+//! Record layout: `len u32 | crc32c(len) u32 | crc32c(payload) u32 | payload`.
+//! The header has its own checksum so that a flipped length reads as corruption
+//! rather than as a torn tail. With several copies, each record is taken from
+//! the first copy where it is intact; a record that is incomplete in some copy
+//! was never synced (sync covers every copy before anyone is answered), so the
+//! log ends there. A record damaged in every copy cannot be trusted: open fails.
+
+use crate::env::{Disk, DiskError};
+use std::sync::Arc;
+
+const HEADER: u64 = 12;
+/// Reads are retried this often before damage is believed: bit flips on read
+/// are transient, flips at rest are not.
+const READ_ATTEMPTS: usize = 3;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WalError {
+    #[error("disk: {0}")]
+    Disk(#[from] DiskError),
+    #[error("record at offset {offset} is damaged in every copy")]
+    Corrupt { offset: u64 },
+}
+
+/// What `open` found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub records: Vec<Vec<u8>>,
+    /// Records read from a later copy because the first was damaged.
+    pub repaired: u64,
+    /// Unsynced bytes past the last whole record, removed.
+    pub dropped_tail_bytes: u64,
+}
+
+pub struct Wal {
+    disk: Arc<dyn Disk>,
+    files: Vec<String>,
+    end: u64,
+    synced: u64,
+}
+
+pub fn encode(payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_le_bytes();
+    let mut out = Vec::with_capacity(HEADER as usize + payload.len());
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc32c::crc32c(&len).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+enum At {
+    Valid(u64),
+    Incomplete,
+    Damaged,
+}
+
+fn record_at(buf: &[u8], offset: u64) -> At {
+    let o = offset as usize;
+    if buf.len() < o + HEADER as usize {
+        return At::Incomplete;
+    }
+    let word = |i: usize| u32::from_le_bytes(buf[o + i..o + i + 4].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&buf[o..o + 4]) != word(4) {
+        return At::Damaged;
+    }
+    let len = word(0) as usize;
+    let start = o + HEADER as usize;
+    if buf.len() < start + len {
+        return At::Incomplete;
+    }
+    if crc32c::crc32c(&buf[start..start + len]) != word(8) {
+        return At::Damaged;
+    }
+    At::Valid(len as u64)
+}
+
+impl Wal {
+    /// Opens (or creates) the log `name` kept in `copies` files, recovering
+    /// every intact record and cutting off an unsynced tail.
+    pub fn open(disk: Arc<dyn Disk>, name: &str, copies: usize) -> Result<(Wal, Recovered), WalError> {
+        let files: Vec<String> = (0..copies).map(|i| format!("{name}.{i}")).collect();
+        let mut attempt = 0;
+        let (recovered, end) = loop {
+            attempt += 1;
+            match Self::scan(&*disk, &files) {
+                Err(e) if attempt < READ_ATTEMPTS => drop(e),
+                other => break other?,
+            }
+        };
+        for f in &files {
+            if disk.len(f) > end {
+                disk.truncate(f, end)?;
+            }
+        }
+        Ok((Wal { disk, files, end, synced: end }, recovered))
+    }
+
+    fn scan(disk: &dyn Disk, files: &[String]) -> Result<(Recovered, u64), WalError> {
+        let bufs = files
+            .iter()
+            .map(|f| disk.read(f, 0, disk.len(f)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let longest = bufs.iter().map(|b| b.len() as u64).max().unwrap_or(0);
+        let mut rec = Recovered::default();
+        let mut offset = 0;
+        'records: loop {
+            let mut incomplete = false;
+            for (copy, buf) in bufs.iter().enumerate() {
+                match record_at(buf, offset) {
+                    At::Valid(len) => {
+                        let start = (offset + HEADER) as usize;
+                        rec.records.push(buf[start..start + len as usize].to_vec());
+                        rec.repaired += (copy > 0) as u64;
+                        offset += HEADER + len;
+                        continue 'records;
+                    }
+                    At::Incomplete => incomplete = true,
+                    At::Damaged => {}
+                }
+            }
+            if incomplete {
+                rec.dropped_tail_bytes = longest - offset;
+                return Ok((rec, offset));
+            }
+            return Err(WalError::Corrupt { offset });
+        }
+    }
+
+    /// Appends one record to every copy; volatile until [`Wal::sync`].
+    pub fn append(&mut self, payload: &[u8]) -> Result<(), DiskError> {
+        let bytes = encode(payload);
+        for f in &self.files {
+            self.disk.append(f, &bytes)?;
+        }
+        self.end += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub async fn sync(&mut self) -> Result<(), DiskError> {
+        for f in &self.files {
+            self.disk.sync(f).await?;
+        }
+        self.synced = self.end;
+        Ok(())
+    }
+
+    pub fn has_unsynced(&self) -> bool {
+        self.end > self.synced
+    }
+
+    /// Cuts every copy back to what was last synced (after a failed write or sync).
+    pub fn rollback(&mut self) -> Result<(), DiskError> {
+        for f in &self.files {
+            if self.disk.len(f) > self.synced {
+                self.disk.truncate(f, self.synced)?;
+            }
+        }
+        self.end = self.synced;
+        Ok(())
+    }
+}

@@ -1,0 +1,116 @@
+//! Scenario `meta`: clients create, compare-and-set, delete, list and hold
+//! sessions with ephemeral keys against the metadata service while the nemesis
+//! crashes, pauses and partitions nodes and breaks their disks and clocks.
+//!
+//! Timeline: faults for 40 s; a calm phase; at 55 s the service crashes once
+//! more (losing whatever it never synced) and restarts; clients stop at 62 s;
+//! at 78 s, when every session has had time to expire, a checker node reads
+//! the final state through the protocol.
+
+mod checker;
+mod workload;
+
+use crate::{Outcome, RunSpec, Scenario, Stats};
+use mqsim_core::meta;
+use mqsim_sim::nemesis::Profile;
+use mqsim_sim::{world, FaultKind, Schedule};
+use rand::Rng;
+use std::time::Duration;
+
+pub use checker::check;
+
+pub const SERVER: &str = "meta-0";
+pub const CHECKER: &str = "checker";
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+pub const FAULT_PHASE: Duration = Duration::from_secs(40);
+const FINAL_CRASH: Duration = Duration::from_secs(55);
+const FINAL_RESTART: Duration = Duration::from_secs(56);
+const CLIENTS_STOP: Duration = Duration::from_secs(62);
+const FINAL_READ: Duration = Duration::from_secs(78);
+const END: Duration = Duration::from_secs(90);
+/// The largest clock drift the nemesis may give a node (5%).
+pub const MAX_DRIFT_PPM: i64 = 50_000;
+
+pub struct Meta;
+
+/// The parameters one seed draws for the scenario.
+pub struct Plan {
+    pub clients: usize,
+}
+
+impl Plan {
+    fn draw(seed: u64) -> Plan {
+        Plan { clients: mqsim_sim::rng_for(seed, "meta/plan").gen_range(3..=5) }
+    }
+
+    fn client_names(&self) -> Vec<String> {
+        (0..self.clients).map(|i| format!("client-{i}")).collect()
+    }
+}
+
+pub fn profile(plan: &Plan) -> Profile {
+    let mut nodes = vec![SERVER.to_string()];
+    nodes.extend(plan.client_names());
+    Profile {
+        targets: nodes.clone(),
+        nodes,
+        kinds: FaultKind::ALL.to_vec(),
+        message_kinds: vec![
+            "OpenSession",
+            "Heartbeat",
+            "CloseSession",
+            "Create",
+            "Get",
+            "Set",
+            "Delete",
+            "Children",
+        ],
+        fault_phase_ms: FAULT_PHASE.as_millis() as u64,
+        // The service mirrors its log in two files: it survives one damaged copy.
+        max_corruptions_per_node: 1,
+        max_drift_ppm: MAX_DRIFT_PPM,
+    }
+}
+
+impl Scenario for Meta {
+    fn name(&self) -> &'static str {
+        "meta"
+    }
+
+    fn about(&self) -> &'static str {
+        "metadata service: creates, CAS, deletes, sessions and ephemeral keys under crashes, partitions, disk and clock faults"
+    }
+
+    fn run(&self, spec: &RunSpec) -> Outcome {
+        let plan = Plan::draw(spec.seed);
+        let schedule = spec
+            .schedule
+            .clone()
+            .unwrap_or_else(|| Schedule::generate(&profile(&plan), &mut mqsim_sim::rng_for(spec.seed, "nemesis")));
+        let run_schedule = schedule.clone();
+        let history = world::run(spec.seed, spec.bugs, |w| async move {
+            w.add_node(SERVER, meta::serve);
+            for name in plan.client_names() {
+                let world = w.clone();
+                w.add_node(&name, move |env| workload::client(env, world.clone(), CLIENTS_STOP));
+            }
+            w.spawn_nemesis(run_schedule);
+            w.sleep_until(FINAL_CRASH).await;
+            w.crash(SERVER);
+            w.sleep_until(FINAL_RESTART).await;
+            w.restart(SERVER);
+            w.sleep_until(FINAL_READ).await;
+            let world = w.clone();
+            w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone()));
+            w.sleep_until(END).await;
+            w.history.records()
+        });
+        let violations = check(&history, &schedule);
+        let stats = Stats {
+            ops: history.iter().filter(|r| r.kind == mqsim_sim::history::Kind::Invoke).count() as u64,
+            sim_ms: END.as_millis() as u64,
+            faults: schedule.kinds(),
+        };
+        Outcome { violations, history, schedule, stats }
+    }
+}

@@ -1,0 +1,234 @@
+//! The fault-filtering transport: bytes between named nodes over madsim's
+//! network, with partitions (symmetric and one-way) and per-kind rules that
+//! drop, delay, duplicate or reorder messages by source, destination and kind.
+
+use futures::channel::mpsc;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use madsim::net::Endpoint;
+use mqsim_core::env::{MsgKind, Transport};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const PORT: u16 = 7000;
+const TAG: u64 = 0;
+
+/// What a filter rule does to the messages it matches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    Drop { percent: u8 },
+    Delay { ms: u64 },
+    Duplicate { percent: u8 },
+    /// A random extra delay of up to `max_ms` per message, so messages overtake each other.
+    Reorder { max_ms: u64 },
+}
+
+/// Matches messages by source, destination, kind and direction; `None` matches all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// `Some(true)`: only replies; `Some(false)`: only requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<bool>,
+    #[serde(flatten)]
+    pub effect: Effect,
+}
+
+impl FilterRule {
+    fn matches(&self, from: &str, to: &str, kind: MsgKind) -> bool {
+        self.from.as_deref().is_none_or(|f| f == from)
+            && self.to.as_deref().is_none_or(|t| t == to)
+            && self.kind.as_deref().is_none_or(|k| k == kind.name)
+            && self.reply.is_none_or(|r| r == kind.reply)
+    }
+}
+
+/// Messages from any node of `from` to any node of `to` are lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub from: BTreeSet<String>,
+    pub to: BTreeSet<String>,
+}
+
+/// Counters of what the network did, for reports.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct NetStats {
+    pub sent: u64,
+    pub blocked: u64,
+    pub dropped: u64,
+    pub delayed: u64,
+    pub duplicated: u64,
+}
+
+/// The network's shared state: who is where, and which faults are in force.
+pub struct Network {
+    state: Mutex<State>,
+}
+
+struct State {
+    addrs: BTreeMap<String, SocketAddr>,
+    names: BTreeMap<IpAddr, String>,
+    blocks: Vec<Block>,
+    rules: Vec<FilterRule>,
+    rng: ChaCha8Rng,
+    stats: NetStats,
+}
+
+impl State {
+    fn blocked(&self, from: &str, to: &str) -> bool {
+        self.blocks.iter().any(|b| b.from.contains(from) && b.to.contains(to))
+    }
+}
+
+impl Network {
+    pub fn new(rng: ChaCha8Rng) -> Network {
+        Network {
+            state: Mutex::new(State {
+                addrs: BTreeMap::new(),
+                names: BTreeMap::new(),
+                blocks: Vec::new(),
+                rules: Vec::new(),
+                rng,
+                stats: NetStats::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("network lock")
+    }
+
+    pub fn register(&self, name: &str, ip: IpAddr) {
+        let mut st = self.lock();
+        st.addrs.insert(name.to_string(), SocketAddr::new(ip, PORT));
+        st.names.insert(ip, name.to_string());
+    }
+
+    /// Replaces the partitions and rules in force.
+    pub fn set_faults(&self, blocks: Vec<Block>, rules: Vec<FilterRule>) {
+        let mut st = self.lock();
+        st.blocks = blocks;
+        st.rules = rules;
+    }
+
+    pub fn stats(&self) -> NetStats {
+        self.lock().stats.clone()
+    }
+
+    /// When (after how long) each copy of a message is handed to madsim; empty when lost.
+    fn plan(&self, from: &str, to: &str, kind: MsgKind) -> (Option<SocketAddr>, Vec<Duration>) {
+        let mut st = self.lock();
+        st.stats.sent += 1;
+        let Some(addr) = st.addrs.get(to).copied() else { return (None, vec![]) };
+        if st.blocked(from, to) {
+            st.stats.blocked += 1;
+            return (None, vec![]);
+        }
+        let mut copies = vec![Duration::ZERO];
+        let State { rules, rng, stats, .. } = &mut *st;
+        for rule in rules.iter().filter(|r| r.matches(from, to, kind)) {
+            match rule.effect {
+                Effect::Drop { percent } => {
+                    if rng.gen_range(0..100) < percent {
+                        stats.dropped += 1;
+                        return (None, vec![]);
+                    }
+                }
+                Effect::Delay { ms } => {
+                    stats.delayed += 1;
+                    copies.iter_mut().for_each(|d| *d += Duration::from_millis(ms));
+                }
+                Effect::Duplicate { percent } => {
+                    if rng.gen_range(0..100) < percent {
+                        stats.duplicated += 1;
+                        let extra = copies[0] + Duration::from_millis(rng.gen_range(0..50));
+                        copies.push(extra);
+                    }
+                }
+                Effect::Reorder { max_ms } => {
+                    stats.delayed += 1;
+                    copies.iter_mut().for_each(|d| *d += Duration::from_millis(rng.gen_range(0..=max_ms)));
+                }
+            }
+        }
+        (Some(addr), copies)
+    }
+}
+
+/// One node's transport. Created inside the node, so it dies with it.
+pub struct SimTransport {
+    name: String,
+    endpoint: Endpoint,
+    network: Arc<Network>,
+    inbox: futures::lock::Mutex<mpsc::UnboundedReceiver<(String, Vec<u8>)>>,
+}
+
+impl SimTransport {
+    pub async fn bind(name: &str, ip: IpAddr, network: Arc<Network>) -> SimTransport {
+        let endpoint = Endpoint::bind(SocketAddr::new(ip, PORT)).await.expect("bind node endpoint");
+        let (tx, rx) = mpsc::unbounded();
+        // The only caller of recv_from_raw; never cancelled mid-receive.
+        let (ep, net, me) = (endpoint.clone(), network.clone(), name.to_string());
+        madsim::task::spawn(async move {
+            while let Ok((payload, from)) = ep.recv_from_raw(TAG).await {
+                let Ok(bytes) = payload.downcast::<Vec<u8>>() else { continue };
+                let sender = {
+                    let st = net.lock();
+                    match st.names.get(&from.ip()) {
+                        // A partition that began while the message was in flight also loses it.
+                        Some(n) if !st.blocked(n, &me) => Some(n.clone()),
+                        _ => None,
+                    }
+                };
+                if let Some(sender) = sender {
+                    if tx.unbounded_send((sender, *bytes)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        SimTransport { name: name.to_string(), endpoint, network, inbox: futures::lock::Mutex::new(rx) }
+    }
+}
+
+impl Transport for SimTransport {
+    fn send(&self, to: &str, kind: MsgKind, bytes: Vec<u8>) -> BoxFuture<'_, ()> {
+        let (addr, copies) = self.network.plan(&self.name, to, kind);
+        Box::pin(async move {
+            let Some(addr) = addr else { return };
+            for delay in copies {
+                let payload = Box::new(bytes.clone());
+                if delay.is_zero() {
+                    let _ = self.endpoint.send_to_raw(addr, TAG, payload).await;
+                } else {
+                    let ep = self.endpoint.clone();
+                    madsim::task::spawn(async move {
+                        madsim::time::sleep(delay).await;
+                        let _ = ep.send_to_raw(addr, TAG, payload).await;
+                    });
+                }
+            }
+        })
+    }
+
+    fn recv(&self) -> BoxFuture<'_, (String, Vec<u8>)> {
+        Box::pin(async move {
+            match self.inbox.lock().await.next().await {
+                Some(msg) => msg,
+                // The receive loop ended only because the node is going away.
+                None => futures::future::pending().await,
+            }
+        })
+    }
+}
