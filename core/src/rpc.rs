@@ -1,5 +1,12 @@
 //! Requests with timeouts over the unreliable [`Transport`]: every message is
 //! serialized to bytes (postcard) on every path, simulated or real.
+//!
+//! Calls are executed at most once, as over a TCP connection: every endpoint
+//! has an incarnation nonce; a call names the incarnation of the callee it
+//! believes in, and a callee that restarted since answers `Stale` without
+//! executing (the caller learns the new nonce and resends). Within one
+//! incarnation, a duplicated call (same caller incarnation and id) is dropped.
+//! So no request takes effect after its answer, nor after its callee restarted.
 
 use crate::env::{Clock, Env, MsgKind, Transport};
 use crate::meta;
@@ -10,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use rand::Rng;
 
 /// Every request any node can receive.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -33,8 +41,39 @@ impl Request {
 
 #[derive(Serialize, Deserialize)]
 enum Frame {
-    Call { id: u64, req: Request },
+    /// `caller`: the caller's incarnation; `callee`: the callee's, as the
+    /// caller knows it (0 before first contact).
+    Call { id: u64, caller: u64, callee: u64, req: Request },
     Reply { id: u64, resp: Response },
+    /// The call was not executed: the callee is now incarnation `callee`.
+    Stale { id: u64, callee: u64 },
+}
+
+enum Answer {
+    Reply(Response),
+    Stale(u64),
+}
+
+/// Call ids seen from one incarnation of one caller: all up to `floor`, and `ids`.
+#[derive(Default)]
+struct Seen {
+    floor: u64,
+    ids: std::collections::BTreeSet<u64>,
+}
+
+const SEEN_WINDOW: usize = 512;
+
+impl Seen {
+    /// Records `id`; false if it was seen before (or is too old to tell).
+    fn first_time(&mut self, id: u64) -> bool {
+        if id <= self.floor || !self.ids.insert(id) {
+            return false;
+        }
+        if self.ids.len() > SEEN_WINDOW {
+            self.floor = self.ids.pop_first().expect("non-empty");
+        }
+        true
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -56,13 +95,18 @@ pub struct Incoming {
 pub struct Rpc {
     net: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
-    state: Mutex<Pending>,
+    incarnation: u64,
+    state: Mutex<State>,
 }
 
 #[derive(Default)]
-struct Pending {
+struct State {
     next_id: u64,
-    calls: BTreeMap<u64, oneshot::Sender<Response>>,
+    calls: BTreeMap<u64, oneshot::Sender<Answer>>,
+    /// Incarnations of the callees this endpoint has talked to.
+    callees: BTreeMap<String, u64>,
+    /// Calls executed, per (caller, caller incarnation).
+    seen: BTreeMap<(String, u64), Seen>,
 }
 
 impl Rpc {
@@ -81,7 +125,8 @@ impl Rpc {
         let rpc = Arc::new(Rpc {
             net: env.net.clone(),
             clock: env.clock.clone(),
-            state: Mutex::new(Pending::default()),
+            incarnation: env.rng(|r| r.gen_range(1..u64::MAX)),
+            state: Mutex::new(State::default()),
         });
         // The receive loop is the only reader of the transport and is never
         // cancelled mid-receive, so no dequeued message can be lost.
@@ -92,18 +137,21 @@ impl Rpc {
                 let (from, bytes) = net.recv().await;
                 let Some(rpc) = weak.upgrade() else { return };
                 match postcard::from_bytes::<Frame>(&bytes) {
-                    Ok(Frame::Call { id, req }) => {
-                        if let Some(tx) = &incoming {
-                            let kind = req.kind();
+                    Ok(Frame::Call { id, caller, callee, req }) => {
+                        let Some(tx) = &incoming else { continue };
+                        let kind = req.kind();
+                        if callee != rpc.incarnation {
+                            let stale = Frame::Stale { id, callee: rpc.incarnation };
+                            rpc.send(&from, MsgKind { name: kind, reply: true }, &stale).await;
+                            continue;
+                        }
+                        let first = rpc.lock().seen.entry((from.clone(), caller)).or_default().first_time(id);
+                        if first {
                             let _ = tx.unbounded_send(Incoming { from, kind, req, id });
                         }
                     }
-                    Ok(Frame::Reply { id, resp }) => {
-                        // A duplicate or late reply finds no waiter and is dropped.
-                        if let Some(tx) = rpc.state.lock().expect("rpc").calls.remove(&id) {
-                            let _ = tx.send(resp);
-                        }
-                    }
+                    Ok(Frame::Reply { id, resp }) => rpc.answer(id, Answer::Reply(resp)),
+                    Ok(Frame::Stale { id, callee }) => rpc.answer(id, Answer::Stale(callee)),
                     Err(e) => tracing::warn!(%from, "undecodable frame dropped: {e}"),
                 }
             }
@@ -111,32 +159,55 @@ impl Rpc {
         rpc
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("rpc")
+    }
+
+    /// Hands an answer to its waiting call; a duplicate or late one finds none.
+    fn answer(&self, id: u64, answer: Answer) {
+        if let Some(tx) = self.lock().calls.remove(&id) {
+            let _ = tx.send(answer);
+        }
+    }
+
+    async fn send(&self, to: &str, kind: MsgKind, frame: &Frame) {
+        let bytes = postcard::to_allocvec(frame).expect("encode frame");
+        self.net.send(to, kind, bytes).await;
+    }
+
     /// Sends `req` to `to` and waits up to `timeout` (on this node's clock).
     pub async fn call(&self, to: &str, req: Request, timeout: Duration) -> Result<Response, RpcError> {
-        let (tx, rx) = oneshot::channel();
-        let id = {
-            let mut st = self.state.lock().expect("rpc");
-            st.next_id += 1;
-            let id = st.next_id;
-            st.calls.insert(id, tx);
-            id
-        };
+        let deadline = self.clock.mono() + timeout;
         let kind = MsgKind { name: req.kind(), reply: false };
-        let bytes = postcard::to_allocvec(&Frame::Call { id, req }).expect("encode request");
-        self.net.send(to, kind, bytes).await;
-        match select(rx, self.clock.sleep(timeout)).await {
-            Either::Left((Ok(resp), _)) => Ok(resp),
-            _ => {
-                self.state.lock().expect("rpc").calls.remove(&id);
-                Err(RpcError::Timeout)
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let (id, callee) = {
+                let mut st = self.lock();
+                st.next_id += 1;
+                let id = st.next_id;
+                st.calls.insert(id, tx);
+                (id, st.callees.get(to).copied().unwrap_or(0))
+            };
+            let frame = Frame::Call { id, caller: self.incarnation, callee, req: req.clone() };
+            self.send(to, kind, &frame).await;
+            let left = deadline.saturating_sub(self.clock.mono());
+            match select(rx, self.clock.sleep(left)).await {
+                Either::Left((Ok(Answer::Reply(resp)), _)) => return Ok(resp),
+                // Not executed: the callee is new to us. Resend while time is left.
+                Either::Left((Ok(Answer::Stale(callee)), _)) if self.clock.mono() < deadline => {
+                    self.lock().callees.insert(to.to_string(), callee);
+                }
+                _ => {
+                    self.lock().calls.remove(&id);
+                    return Err(RpcError::Timeout);
+                }
             }
         }
     }
 
     pub async fn reply(&self, to: &Incoming, resp: Response) {
         let kind = MsgKind { name: to.kind, reply: true };
-        let bytes = postcard::to_allocvec(&Frame::Reply { id: to.id, resp }).expect("encode reply");
-        self.net.send(&to.from, kind, bytes).await;
+        self.send(&to.from, kind, &Frame::Reply { id: to.id, resp }).await;
     }
 }
 

@@ -6,6 +6,8 @@
 //! the first copy where it is intact; a record that is incomplete in some copy
 //! was never synced (sync covers every copy before anyone is answered), so the
 //! log ends there. A record damaged in every copy cannot be trusted: open fails.
+//! After recovery every copy is rewritten to the recovered content and synced,
+//! so the copies stay aligned and a copy damaged at rest is repaired.
 
 use crate::env::{Disk, DiskError};
 use std::sync::Arc;
@@ -27,6 +29,8 @@ pub enum WalError {
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub records: Vec<Vec<u8>>,
+    /// The recovered log, byte for byte, as every copy must hold it.
+    bytes: Vec<u8>,
     /// Records read from a later copy because the first was damaged.
     pub repaired: u64,
     /// Unsynced bytes past the last whole record, removed.
@@ -79,25 +83,34 @@ fn record_at(buf: &[u8], offset: u64) -> At {
 impl Wal {
     /// Opens (or creates) the log `name` kept in `copies` files, recovering
     /// every intact record and cutting off an unsynced tail.
-    pub fn open(disk: Arc<dyn Disk>, name: &str, copies: usize) -> Result<(Wal, Recovered), WalError> {
+    pub async fn open(disk: Arc<dyn Disk>, name: &str, copies: usize) -> Result<(Wal, Recovered), WalError> {
         let files: Vec<String> = (0..copies).map(|i| format!("{name}.{i}")).collect();
         let mut attempt = 0;
-        let (recovered, end) = loop {
+        let (recovered, bufs) = loop {
             attempt += 1;
             match Self::scan(&*disk, &files) {
                 Err(e) if attempt < READ_ATTEMPTS => drop(e),
                 other => break other?,
             }
         };
-        for f in &files {
-            if disk.len(f) > end {
-                disk.truncate(f, end)?;
+        // One copy at a time, so another copy always holds what is being rewritten.
+        let good = &recovered.bytes;
+        for (f, buf) in files.iter().zip(&bufs) {
+            let same = buf.iter().zip(good).take_while(|(a, b)| a == b).count();
+            if same == buf.len() && same == good.len() {
+                continue;
             }
+            if same < buf.len() {
+                disk.truncate(f, same as u64)?;
+            }
+            disk.append(f, &good[same..])?;
+            disk.sync(f).await?;
         }
+        let end = good.len() as u64;
         Ok((Wal { disk, files, end, synced: end }, recovered))
     }
 
-    fn scan(disk: &dyn Disk, files: &[String]) -> Result<(Recovered, u64), WalError> {
+    fn scan(disk: &dyn Disk, files: &[String]) -> Result<(Recovered, Vec<Vec<u8>>), WalError> {
         let bufs = files
             .iter()
             .map(|f| disk.read(f, 0, disk.len(f)))
@@ -112,6 +125,7 @@ impl Wal {
                     At::Valid(len) => {
                         let start = (offset + HEADER) as usize;
                         rec.records.push(buf[start..start + len as usize].to_vec());
+                        rec.bytes.extend_from_slice(&buf[offset as usize..start + len as usize]);
                         rec.repaired += (copy > 0) as u64;
                         offset += HEADER + len;
                         continue 'records;
@@ -122,7 +136,7 @@ impl Wal {
             }
             if incomplete {
                 rec.dropped_tail_bytes = longest - offset;
-                return Ok((rec, offset));
+                return Ok((rec, bufs));
             }
             return Err(WalError::Corrupt { offset });
         }

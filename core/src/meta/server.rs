@@ -59,7 +59,7 @@ struct Service {
 impl Node {
     async fn recover(env: &Env) -> Node {
         loop {
-            match Wal::open(env.disk.clone(), LOG_NAME, LOG_COPIES) {
+            match Wal::open(env.disk.clone(), LOG_NAME, LOG_COPIES).await {
                 Ok((wal, found)) => {
                     let mut store = Store::default();
                     for (i, bytes) in found.records.iter().enumerate() {
@@ -147,6 +147,9 @@ impl Node {
         }
         let mut ok = true;
         for id in &expired {
+            // Recorded when decided: a crash may still lose (or, from one
+            // mirror copy, keep) the unsynced expiry.
+            env.events.event(Event::SessionExpired { session: *id });
             svc.deadlines.remove(id);
             ok = ok && svc.commit(Txn::CloseSession { id: *id }).is_ok();
         }
@@ -154,10 +157,6 @@ impl Node {
         if !ok {
             env.events.event(Event::DiskFailed { op: "expire".into() });
             self.reset(env).await;
-            return;
-        }
-        for session in expired {
-            env.events.event(Event::SessionExpired { session });
         }
     }
 

@@ -12,12 +12,15 @@
 //!   session's timeout could have run out after its last acknowledged
 //!   heartbeat (allowing for the service's clock drift), and none outlives
 //!   the end of the run;
-//! - **K5** reads return only values that some create or set, not known to
-//!   have failed, wrote to that key before the read ended;
+//! - **K5** reads return only values that some create or set of that key,
+//!   not known to have failed, was invoked to write before the read ended;
 //! - **K6** the service answers again once the faults stop.
 //!
 //! "Before" is real-time precedence: A precedes B when A's answer came before
-//! B was invoked. Operations with unknown outcome may have taken effect.
+//! B was invoked. Calls execute at most once (the RPC layer drops duplicates
+//! and calls to a restarted callee), so an error answer means the operation
+//! did not happen; an operation without an answer may take effect at any time
+//! after its invocation, even after the client gave up on it.
 
 use super::{CHECKER, SERVER, SESSION_TIMEOUT};
 use crate::Violation;
@@ -54,6 +57,14 @@ impl<'a> Op<'a> {
     }
     fn may_have_happened(&self) -> bool {
         self.outcome != Some(Kind::Fail)
+    }
+    /// The last moment the operation may take effect.
+    fn effect_end(&self) -> u64 {
+        if self.ok() {
+            self.end
+        } else {
+            u64::MAX
+        }
     }
     fn arg(&self, f: &str) -> Option<&'a str> {
         self.args.str(f)
@@ -157,11 +168,13 @@ pub fn check(history: &[Record], schedule: &Schedule) -> Vec<Violation> {
             _ => 0,
         })
         .sum::<i64>();
-    let expired: BTreeMap<u64, u64> = history
-        .iter()
-        .filter(|r| r.kind == Kind::Event && r.str("event") == Some("session_expired"))
-        .filter_map(|r| Some((r.u64("session")?, r.t)))
-        .collect();
+    // When each session was first expired by the service.
+    let mut expired: BTreeMap<u64, u64> = BTreeMap::new();
+    for r in history.iter().filter(|r| r.kind == Kind::Event && r.str("event") == Some("session_expired")) {
+        if let Some(s) = r.u64("session") {
+            expired.entry(s).or_insert(r.t);
+        }
+    }
 
     check_zxid(&ops, &mut out);
     check_keys(&ops, &expired, &mut out);
@@ -274,7 +287,7 @@ fn check_keys(ops: &[Op], expired: &BTreeMap<u64, u64>, out: &mut Vec<Violation>
 
     // Was `key`, last seen in state `f`, possibly removed before `t`?
     let removed = |key: &str, f: &Seen, t: u64| {
-        let deleted = deletes.get(key).is_some_and(|ds| ds.iter().any(|&d| ops[d].start < t && ops[d].end > f.start));
+        let deleted = deletes.get(key).is_some_and(|ds| ds.iter().any(|&d| ops[d].start < t && ops[d].effect_end() > f.start));
         let owner_gone = f.stat.owner.is_some_and(|s| {
             closes.get(&s).is_some_and(|&c| c < t) || expired.get(&s).is_some_and(|&e| e < t)
         });
