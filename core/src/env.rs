@@ -70,10 +70,16 @@ pub enum Event {
         dropped_tail_bytes: u64,
     },
     /// A node found a record it cannot trust and refuses to serve.
-    RefusesCorruptState { offset: u64 },
+    RefusesCorruptState {
+        offset: u64,
+    },
     /// A disk operation failed; the node fell back to its durable state.
-    DiskFailed { op: String },
-    SessionExpired { session: u64 },
+    DiskFailed {
+        op: String,
+    },
+    SessionExpired {
+        session: u64,
+    },
 }
 
 pub trait EventSink: Send + Sync {
@@ -102,15 +108,7 @@ impl Env {
         bugs: Bugs,
         rng_seed: u64,
     ) -> Env {
-        Env {
-            name,
-            net,
-            disk,
-            clock,
-            events,
-            bugs,
-            rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(rng_seed))),
-        }
+        Env { name, net, disk, clock, events, bugs, rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(rng_seed))) }
     }
 
     pub fn bug(&self, bug: Bug) -> bool {

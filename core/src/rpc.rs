@@ -13,11 +13,11 @@ use crate::meta;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{select, Either};
 use futures::StreamExt;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use rand::Rng;
 
 /// Every request any node can receive.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,10 +43,21 @@ impl Request {
 enum Frame {
     /// `caller`: the caller's incarnation; `callee`: the callee's, as the
     /// caller knows it (0 before first contact).
-    Call { id: u64, caller: u64, callee: u64, req: Request },
-    Reply { id: u64, resp: Response },
+    Call {
+        id: u64,
+        caller: u64,
+        callee: u64,
+        req: Request,
+    },
+    Reply {
+        id: u64,
+        resp: Response,
+    },
     /// The call was not executed: the callee is now incarnation `callee`.
-    Stale { id: u64, callee: u64 },
+    Stale {
+        id: u64,
+        callee: u64,
+    },
 }
 
 enum Answer {

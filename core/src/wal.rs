@@ -31,7 +31,7 @@ pub struct Recovered {
     pub records: Vec<Vec<u8>>,
     /// The recovered log, byte for byte, as every copy must hold it.
     bytes: Vec<u8>,
-    /// Records read from a later copy because the first was damaged.
+    /// Damaged record copies, rebuilt from an intact copy.
     pub repaired: u64,
     /// Unsynced bytes past the last whole record, removed.
     pub dropped_tail_bytes: u64,
@@ -111,34 +111,28 @@ impl Wal {
     }
 
     fn scan(disk: &dyn Disk, files: &[String]) -> Result<(Recovered, Vec<Vec<u8>>), WalError> {
-        let bufs = files
-            .iter()
-            .map(|f| disk.read(f, 0, disk.len(f)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let bufs = files.iter().map(|f| disk.read(f, 0, disk.len(f))).collect::<Result<Vec<_>, _>>()?;
         let longest = bufs.iter().map(|b| b.len() as u64).max().unwrap_or(0);
         let mut rec = Recovered::default();
         let mut offset = 0;
-        'records: loop {
-            let mut incomplete = false;
-            for (copy, buf) in bufs.iter().enumerate() {
-                match record_at(buf, offset) {
-                    At::Valid(len) => {
-                        let start = (offset + HEADER) as usize;
-                        rec.records.push(buf[start..start + len as usize].to_vec());
-                        rec.bytes.extend_from_slice(&buf[offset as usize..start + len as usize]);
-                        rec.repaired += (copy > 0) as u64;
-                        offset += HEADER + len;
-                        continue 'records;
-                    }
-                    At::Incomplete => incomplete = true,
-                    At::Damaged => {}
-                }
-            }
-            if incomplete {
+        loop {
+            let found: Vec<At> = bufs.iter().map(|b| record_at(b, offset)).collect();
+            if let Some((copy, len)) = found.iter().enumerate().find_map(|(i, a)| match a {
+                At::Valid(len) => Some((i, *len)),
+                _ => None,
+            }) {
+                let (at, start) = (offset as usize, (offset + HEADER) as usize);
+                let buf = &bufs[copy];
+                rec.records.push(buf[start..start + len as usize].to_vec());
+                rec.bytes.extend_from_slice(&buf[at..start + len as usize]);
+                rec.repaired += found.iter().filter(|a| matches!(a, At::Damaged)).count() as u64;
+                offset += HEADER + len;
+            } else if found.iter().any(|a| matches!(a, At::Incomplete)) {
                 rec.dropped_tail_bytes = longest - offset;
                 return Ok((rec, bufs));
+            } else {
+                return Err(WalError::Corrupt { offset });
             }
-            return Err(WalError::Corrupt { offset });
         }
     }
 

@@ -61,7 +61,6 @@ impl SimClock {
     pub fn jump(&self, ms: i64) {
         self.state.lock().expect("clock").jumped_ms += ms;
     }
-
 }
 
 impl Clock for SimClock {

@@ -16,27 +16,61 @@ use std::fmt;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fault {
     /// Power loss; the node restarts from its disk when the window ends.
-    Crash { node: String },
+    Crash {
+        node: String,
+    },
     /// The node freezes; it resumes when the window ends.
-    Pause { node: String },
+    Pause {
+        node: String,
+    },
     /// Symmetric partition between two sets of nodes.
-    Partition { a: Vec<String>, b: Vec<String> },
+    Partition {
+        a: Vec<String>,
+        b: Vec<String>,
+    },
     /// Messages from `from` to `to` are lost; the other direction works.
-    OneWay { from: Vec<String>, to: Vec<String> },
+    OneWay {
+        from: Vec<String>,
+        to: Vec<String>,
+    },
     /// The node can neither send nor receive.
-    Isolate { node: String },
+    Isolate {
+        node: String,
+    },
     /// A per-kind message rule: drop, delay, duplicate or reorder.
-    Filter { rule: FilterRule },
+    Filter {
+        rule: FilterRule,
+    },
     /// One bit flips at rest somewhere on the node's disk.
-    DiskCorrupt { node: String },
+    DiskCorrupt {
+        node: String,
+    },
     /// Reads return a flipped bit with this chance (thousandths).
-    DiskReadFlips { node: String, per_mille: u32 },
+    DiskReadFlips {
+        node: String,
+        per_mille: u32,
+    },
     /// Disk operations fail with this chance (thousandths).
-    DiskErrors { node: String, per_mille: u32 },
-    SlowFsync { node: String, ms: u64 },
-    ClockSkew { node: String, ms: i64 },
-    ClockDrift { node: String, ppm: i64 },
-    ClockJump { node: String, ms: i64 },
+    DiskErrors {
+        node: String,
+        per_mille: u32,
+    },
+    SlowFsync {
+        node: String,
+        ms: u64,
+    },
+    ClockSkew {
+        node: String,
+        ms: i64,
+    },
+    ClockDrift {
+        node: String,
+        ppm: i64,
+    },
+    ClockJump {
+        node: String,
+        ms: i64,
+    },
 }
 
 /// A fault and its window.

@@ -22,11 +22,19 @@ const TAG: u64 = 0;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
-    Drop { percent: u8 },
-    Delay { ms: u64 },
-    Duplicate { percent: u8 },
+    Drop {
+        percent: u8,
+    },
+    Delay {
+        ms: u64,
+    },
+    Duplicate {
+        percent: u8,
+    },
     /// A random extra delay of up to `max_ms` per message, so messages overtake each other.
-    Reorder { max_ms: u64 },
+    Reorder {
+        max_ms: u64,
+    },
 }
 
 /// Matches messages by source, destination, kind and direction; `None` matches all.

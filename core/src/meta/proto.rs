@@ -16,17 +16,39 @@ pub struct Stat {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    OpenSession { timeout_ms: u64 },
-    Heartbeat { session: SessionId },
-    CloseSession { session: SessionId },
+    OpenSession {
+        timeout_ms: u64,
+    },
+    Heartbeat {
+        session: SessionId,
+    },
+    CloseSession {
+        session: SessionId,
+    },
     /// Fails with `NodeExists`; `sequential` appends a 10-digit counter kept per parent.
-    Create { path: String, value: Vec<u8>, ephemeral: Option<SessionId>, sequential: bool },
-    Get { path: String },
+    Create {
+        path: String,
+        value: Vec<u8>,
+        ephemeral: Option<SessionId>,
+        sequential: bool,
+    },
+    Get {
+        path: String,
+    },
     /// Compare-and-set when `version` is given.
-    Set { path: String, value: Vec<u8>, version: Option<u64> },
-    Delete { path: String, version: Option<u64> },
+    Set {
+        path: String,
+        value: Vec<u8>,
+        version: Option<u64>,
+    },
+    Delete {
+        path: String,
+        version: Option<u64>,
+    },
     /// Names (not paths) of the keys directly below `path`, sorted.
-    Children { path: String },
+    Children {
+        path: String,
+    },
 }
 
 impl Request {

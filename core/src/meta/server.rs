@@ -81,8 +81,7 @@ impl Node {
                     });
                     // Like ZooKeeper, a restarted service gives every session a full timeout.
                     let now = env.clock.mono();
-                    let deadlines =
-                        store.sessions.iter().map(|(s, t)| (*s, now + Duration::from_millis(*t))).collect();
+                    let deadlines = store.sessions.iter().map(|(s, t)| (*s, now + Duration::from_millis(*t))).collect();
                     return Node::Serving(Box::new(Service { store, wal, deadlines }));
                 }
                 Err(WalError::Corrupt { offset }) => {
@@ -140,8 +139,7 @@ impl Node {
     async fn expire_sessions(&mut self, env: &Env) {
         let Node::Serving(svc) = self else { return };
         let now = env.clock.mono();
-        let expired: Vec<SessionId> =
-            svc.deadlines.iter().filter(|(_, d)| **d <= now).map(|(s, _)| *s).collect();
+        let expired: Vec<SessionId> = svc.deadlines.iter().filter(|(_, d)| **d <= now).map(|(s, _)| *s).collect();
         if expired.is_empty() {
             return;
         }

@@ -8,12 +8,27 @@ use std::collections::BTreeMap;
 /// A state change, as logged. Replaying the log rebuilds the store exactly.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Txn {
-    OpenSession { id: SessionId, timeout_ms: u64 },
+    OpenSession {
+        id: SessionId,
+        timeout_ms: u64,
+    },
     /// Removes the session and every ephemeral key it owns.
-    CloseSession { id: SessionId },
-    Create { path: String, value: Vec<u8>, owner: Option<SessionId>, sequential: bool },
-    Set { path: String, value: Vec<u8> },
-    Delete { path: String },
+    CloseSession {
+        id: SessionId,
+    },
+    Create {
+        path: String,
+        value: Vec<u8>,
+        owner: Option<SessionId>,
+        sequential: bool,
+    },
+    Set {
+        path: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        path: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -46,9 +61,9 @@ impl Store {
     /// Answers a read-only request, or `None` when `req` is a write.
     pub fn read(&self, req: &Request) -> Option<Result<Reply, MetaError>> {
         match req {
-            Request::Get { path } => Some(Ok(Reply::Value(
-                self.nodes.get(path).map(|n| (n.value.clone(), n.stat.clone())),
-            ))),
+            Request::Get { path } => {
+                Some(Ok(Reply::Value(self.nodes.get(path).map(|n| (n.value.clone(), n.stat.clone())))))
+            }
             Request::Children { path } => {
                 let prefix = if path.ends_with('/') { path.clone() } else { format!("{path}/") };
                 let names = self

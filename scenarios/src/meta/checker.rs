@@ -287,10 +287,12 @@ fn check_keys(ops: &[Op], expired: &BTreeMap<u64, u64>, out: &mut Vec<Violation>
 
     // Was `key`, last seen in state `f`, possibly removed before `t`?
     let removed = |key: &str, f: &Seen, t: u64| {
-        let deleted = deletes.get(key).is_some_and(|ds| ds.iter().any(|&d| ops[d].start < t && ops[d].effect_end() > f.start));
-        let owner_gone = f.stat.owner.is_some_and(|s| {
-            closes.get(&s).is_some_and(|&c| c < t) || expired.get(&s).is_some_and(|&e| e < t)
-        });
+        let deleted =
+            deletes.get(key).is_some_and(|ds| ds.iter().any(|&d| ops[d].start < t && ops[d].effect_end() > f.start));
+        let owner_gone = f
+            .stat
+            .owner
+            .is_some_and(|s| closes.get(&s).is_some_and(|&c| c < t) || expired.get(&s).is_some_and(|&e| e < t));
         deleted || owner_gone
     };
     let mut report = |invariant, detail| {
@@ -397,7 +399,11 @@ fn check_sessions(ops: &[Op], expired: &BTreeMap<u64, u64>, drift_ppm: i64, out:
     if let Some((o, keys)) = leftover {
         out.push(Violation {
             invariant: "K4",
-            detail: format!("ephemeral keys outlived their sessions: {} listed {}", o.describe(), Value::from(keys.clone())),
+            detail: format!(
+                "ephemeral keys outlived their sessions: {} listed {}",
+                o.describe(),
+                Value::from(keys.clone())
+            ),
         });
     }
 }
@@ -417,7 +423,8 @@ fn check_values(ops: &[Op], out: &mut Vec<Violation>) {
         let written = writes.get(value).is_some_and(|ws| {
             ws.iter().any(|w| {
                 let target = w.arg("key").unwrap_or("");
-                let same_key = target == key || (w.args.data.get("sequential") == Some(&Value::Bool(true)) && key.starts_with(target));
+                let same_key = target == key
+                    || (w.args.data.get("sequential") == Some(&Value::Bool(true)) && key.starts_with(target));
                 same_key && w.start < o.end
             })
         });
