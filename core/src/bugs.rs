@@ -9,14 +9,36 @@ use serde::{Deserialize, Serialize};
 pub enum Bug {
     /// The metadata service answers a write before its log record is fsynced.
     MetaAckBeforeFsync,
+    /// A bookie acknowledges an add before its journal is fsynced.
+    BookieAckBeforeFsync,
+    /// Recovery reads do not fence (BookKeeper #2614).
+    RecoveryReadsNoFence,
+    /// Recovery starts reading at LAC+1 even below the last ensemble's first entry (BookKeeper #2615).
+    RecoveryStartAtLac,
+    /// The writer treats "fenced" as a bookie failure and IN_RECOVERY metadata as nothing special.
+    WriterIgnoresFenced,
+    /// Recovery proceeds after a single fence response instead of quorum coverage.
+    FenceOneResponse,
 }
 
 impl Bug {
-    pub const ALL: &'static [Bug] = &[Bug::MetaAckBeforeFsync];
+    pub const ALL: &'static [Bug] = &[
+        Bug::MetaAckBeforeFsync,
+        Bug::BookieAckBeforeFsync,
+        Bug::RecoveryReadsNoFence,
+        Bug::RecoveryStartAtLac,
+        Bug::WriterIgnoresFenced,
+        Bug::FenceOneResponse,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::MetaAckBeforeFsync => "meta-ack-before-fsync",
+            Bug::BookieAckBeforeFsync => "bookie-ack-before-fsync",
+            Bug::RecoveryReadsNoFence => "recovery-reads-no-fence",
+            Bug::RecoveryStartAtLac => "recovery-start-at-lac",
+            Bug::WriterIgnoresFenced => "writer-ignores-fenced",
+            Bug::FenceOneResponse => "fence-one-response",
         }
     }
 
@@ -25,6 +47,13 @@ impl Bug {
             Bug::MetaAckBeforeFsync => {
                 "metadata service acknowledges writes before fsync; a crash loses acknowledged writes"
             }
+            Bug::BookieAckBeforeFsync => "bookie acknowledges an add before its journal is fsynced",
+            Bug::RecoveryReadsNoFence => "ledger recovery reads do not fence the bookies they read (BookKeeper #2614)",
+            Bug::RecoveryStartAtLac => {
+                "ledger recovery reads from LAC+1 even below the last ensemble's first entry (BookKeeper #2615)"
+            }
+            Bug::WriterIgnoresFenced => "the ledger writer replaces fenced bookies and ignores IN_RECOVERY metadata",
+            Bug::FenceOneResponse => "ledger recovery proceeds after one fence response, not quorum coverage",
         }
     }
 

@@ -80,6 +80,29 @@ pub enum Event {
     SessionExpired {
         session: u64,
     },
+    /// A stored entry failed its checksum on read; it was not returned.
+    ChecksumFailed {
+        ledger: u64,
+        entry: i64,
+    },
+    /// Protocol steps of the ledger layer, for timelines and checkers.
+    Ledger(LedgerEvent),
+}
+
+/// What the ledger protocol did, as recorded for timelines and checkers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum LedgerEvent {
+    Created { ledger: u64, ensemble: Vec<String>, qw: usize, qa: usize },
+    EnsembleChanged { ledger: u64, from_entry: i64, ensemble: Vec<String> },
+    RecoveryStarted { ledger: u64 },
+    /// Fencing reached quorum coverage: no normal add can be acknowledged any more.
+    Fenced { ledger: u64, lac: i64 },
+    RecoveryClosed { ledger: u64, last_entry: i64 },
+    Closed { ledger: u64, last_entry: i64 },
+    MarkedUnderReplicated { ledger: u64, lost: Vec<String> },
+    FragmentReplicated { ledger: u64, first_entry: i64, from: String, to: String },
+    MarkedReplicated { ledger: u64 },
 }
 
 pub trait EventSink: Send + Sync {

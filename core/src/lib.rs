@@ -1,8 +1,10 @@
 //! The system under test. Every node is an async task that receives its world
 //! through an [`env::Env`]; nothing here knows whether that world is simulated.
 
+pub mod bookie;
 pub mod bugs;
 pub mod env;
+pub mod ledger;
 pub mod meta;
 pub mod rpc;
 pub mod wal;

@@ -9,7 +9,7 @@
 //! So no request takes effect after its answer, nor after its callee restarted.
 
 use crate::env::{Clock, Env, MsgKind, Transport};
-use crate::meta;
+use crate::{bookie, meta};
 use futures::channel::{mpsc, oneshot};
 use futures::future::{select, Either};
 use futures::StreamExt;
@@ -23,18 +23,21 @@ use std::time::Duration;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request {
     Meta(meta::Request),
+    Bookie(bookie::Request),
 }
 
 /// Every reply any node can send.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Response {
     Meta(meta::Response),
+    Bookie(bookie::Response),
 }
 
 impl Request {
     pub fn kind(&self) -> &'static str {
         match self {
             Request::Meta(r) => r.kind(),
+            Request::Bookie(r) => r.kind(),
         }
     }
 }

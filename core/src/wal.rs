@@ -29,6 +29,8 @@ pub enum WalError {
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub records: Vec<Vec<u8>>,
+    /// Where each record starts, for [`Wal::read`].
+    pub offsets: Vec<u64>,
     /// The recovered log, byte for byte, as every copy must hold it.
     bytes: Vec<u8>,
     /// Damaged record copies, rebuilt from an intact copy.
@@ -124,6 +126,7 @@ impl Wal {
                 let (at, start) = (offset as usize, (offset + HEADER) as usize);
                 let buf = &bufs[copy];
                 rec.records.push(buf[start..start + len as usize].to_vec());
+                rec.offsets.push(offset);
                 rec.bytes.extend_from_slice(&buf[at..start + len as usize]);
                 rec.repaired += found.iter().filter(|a| matches!(a, At::Damaged)).count() as u64;
                 offset += HEADER + len;
@@ -137,13 +140,36 @@ impl Wal {
     }
 
     /// Appends one record to every copy; volatile until [`Wal::sync`].
-    pub fn append(&mut self, payload: &[u8]) -> Result<(), DiskError> {
+    /// Returns where the record starts.
+    pub fn append(&mut self, payload: &[u8]) -> Result<u64, DiskError> {
         let bytes = encode(payload);
         for f in &self.files {
             self.disk.append(f, &bytes)?;
         }
+        let at = self.end;
         self.end += bytes.len() as u64;
-        Ok(())
+        Ok(at)
+    }
+
+    /// Reads the record at `offset` from the first copy where it is intact.
+    pub fn read(&self, offset: u64) -> Result<Vec<u8>, WalError> {
+        let mut damaged = false;
+        for f in &self.files {
+            let header = match self.disk.read(f, offset, HEADER) {
+                Ok(h) => h,
+                Err(_) => continue,
+            };
+            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as u64;
+            let Ok(buf) = self.disk.read(f, offset, HEADER + len.min(1 << 26)) else {
+                damaged = true;
+                continue;
+            };
+            match record_at(&buf, 0) {
+                At::Valid(len) => return Ok(buf[HEADER as usize..(HEADER + len) as usize].to_vec()),
+                _ => damaged = true,
+            }
+        }
+        Err(if damaged { WalError::Corrupt { offset } } else { WalError::Disk(DiskError::Io) })
     }
 
     pub async fn sync(&mut self) -> Result<(), DiskError> {

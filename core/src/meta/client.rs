@@ -25,6 +25,10 @@ impl MetaClient {
     pub async fn request(&self, req: Request) -> Result<(Reply, u64), MetaError> {
         match self.rpc.call(&self.server, rpc::Request::Meta(req), self.timeout).await {
             Ok(rpc::Response::Meta(resp)) => resp.result.map(|r| (r, resp.zxid)),
+            Ok(other) => {
+                tracing::error!("metadata service sent a non-metadata answer: {other:?}");
+                Err(MetaError::Unavailable)
+            }
             Err(rpc::RpcError::Timeout) => Err(MetaError::Timeout),
         }
     }

@@ -104,7 +104,10 @@ impl Node {
         let mut results = Vec::with_capacity(batch.len());
         let mut disk_ok = true;
         for inc in &batch {
-            let rpc::Request::Meta(req) = &inc.req;
+            let rpc::Request::Meta(req) = &inc.req else {
+                results.push(Err(MetaError::Unavailable));
+                continue;
+            };
             let result = match svc.execute(env, req) {
                 Ok(r) => r,
                 Err(()) => {

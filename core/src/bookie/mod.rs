@@ -1,0 +1,221 @@
+//! The bookie: stores ledger entries through a journal that is fsynced before an
+//! add is acknowledged (group commit), serves reads from disk with checksums,
+//! keeps permanent fence flags, and registers itself in the metadata service.
+
+mod proto;
+
+pub use proto::{BookieError, Entry, EntryId, LedgerId, Request, Response};
+
+use crate::bugs::Bug;
+use crate::env::{Env, Event};
+use crate::meta::{MetaClient, MetaError};
+use crate::rpc::{self, Incoming, Rpc};
+use crate::wal::{Wal, WalError};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Where bookies register (ephemeral keys named after the bookie).
+pub const REGISTRY: &str = "/bookies";
+const JOURNAL: &str = "journal";
+const DISK_RETRY: Duration = Duration::from_millis(100);
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+const META_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A journal record. Replaying the journal rebuilds the index and fence flags.
+#[derive(Serialize, Deserialize)]
+enum Record {
+    Add(Entry),
+    Fence(LedgerId),
+}
+
+/// Runs a bookie until the node is killed: registration, then serving.
+pub async fn serve(env: Env, meta_server: String) {
+    let meta = MetaClient::new(&env, &meta_server, META_TIMEOUT);
+    madsim::task::spawn(keep_registered(env.clone(), meta));
+    let (rpc, mut requests) = Rpc::server(&env);
+    let mut bookie = Bookie::recover(&env).await;
+    while let Some(first) = rpc::next_request(&mut requests).await {
+        let mut batch = vec![first];
+        rpc::drain_ready(&mut requests, &mut batch);
+        bookie.handle(&env, &rpc, batch).await;
+    }
+}
+
+/// Keeps an ephemeral `/bookies/<name>` key alive, re-registering after expiry.
+pub async fn keep_registered(env: Env, meta: MetaClient) {
+    let path = format!("{REGISTRY}/{}", env.name);
+    loop {
+        let Ok(session) = meta.open_session(SESSION_TIMEOUT).await else {
+            env.sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        // A key left by this bookie's previous incarnation goes first.
+        let registered = loop {
+            match meta.create(&path, env.name.clone().into_bytes(), Some(session), false).await {
+                Ok(_) => break true,
+                Err(MetaError::NodeExists) => {
+                    let _ = meta.delete(&path, None).await;
+                }
+                Err(MetaError::SessionExpired) => break false,
+                Err(_) => env.sleep(Duration::from_millis(200)).await,
+            }
+        };
+        while registered {
+            env.sleep(SESSION_TIMEOUT / 3).await;
+            if meta.heartbeat(session).await == Err(MetaError::SessionExpired) {
+                break;
+            }
+        }
+    }
+}
+
+struct Bookie {
+    /// `None`: the journal is damaged beyond repair; every request gets `Fault`.
+    journal: Option<Wal>,
+    index: BTreeMap<(LedgerId, EntryId), u64>,
+    fenced: BTreeSet<LedgerId>,
+    lac: BTreeMap<LedgerId, EntryId>,
+}
+
+impl Bookie {
+    async fn recover(env: &Env) -> Bookie {
+        let mut bookie = Bookie { journal: None, index: BTreeMap::new(), fenced: BTreeSet::new(), lac: BTreeMap::new() };
+        loop {
+            match Wal::open(env.disk.clone(), JOURNAL, 1).await {
+                Ok((wal, found)) => {
+                    for (bytes, offset) in found.records.iter().zip(&found.offsets) {
+                        match postcard::from_bytes::<Record>(bytes) {
+                            Ok(Record::Add(e)) => bookie.index_entry(&e, *offset),
+                            Ok(Record::Fence(ledger)) => {
+                                bookie.fenced.insert(ledger);
+                            }
+                            Err(_) => {
+                                env.events.event(Event::RefusesCorruptState { offset: *offset });
+                                return bookie;
+                            }
+                        }
+                    }
+                    env.events.event(Event::Recovered {
+                        records: found.records.len() as u64,
+                        zxid: 0,
+                        repaired: found.repaired,
+                        dropped_tail_bytes: found.dropped_tail_bytes,
+                    });
+                    bookie.journal = Some(wal);
+                    return bookie;
+                }
+                Err(WalError::Corrupt { offset }) => {
+                    env.events.event(Event::RefusesCorruptState { offset });
+                    return bookie;
+                }
+                Err(WalError::Disk(_)) => env.sleep(DISK_RETRY).await,
+            }
+        }
+    }
+
+    fn index_entry(&mut self, e: &Entry, offset: u64) {
+        self.index.insert((e.ledger, e.entry), offset);
+        let lac = self.lac.entry(e.ledger).or_insert(-1);
+        *lac = (*lac).max(e.lac);
+    }
+
+    /// Executes a batch; journal writes are made durable with one fsync before
+    /// anyone is answered.
+    async fn handle(&mut self, env: &Env, rpc: &Rpc, batch: Vec<Incoming>) {
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut disk_ok = true;
+        for inc in &batch {
+            let rpc::Request::Bookie(req) = &inc.req else {
+                answers.push(Response::Error(BookieError::Fault));
+                continue;
+            };
+            match self.execute(env, req) {
+                Ok(answer) => answers.push(answer),
+                Err(()) => {
+                    disk_ok = false;
+                    break;
+                }
+            }
+        }
+        let ack_first = env.bug(Bug::BookieAckBeforeFsync);
+        if disk_ok && ack_first {
+            reply_all(rpc, &batch, &answers).await;
+        }
+        if let Some(journal) = self.journal.as_mut().filter(|j| disk_ok && j.has_unsynced()) {
+            disk_ok = journal.sync().await.is_ok();
+        }
+        if disk_ok && !ack_first {
+            reply_all(rpc, &batch, &answers).await;
+        }
+        if !disk_ok {
+            env.events.event(Event::DiskFailed { op: "journal".into() });
+            if let Some(journal) = self.journal.as_mut() {
+                while journal.rollback().is_err() {
+                    env.sleep(DISK_RETRY).await;
+                }
+            }
+            *self = Bookie::recover(env).await;
+            if !ack_first {
+                let fault = vec![Response::Error(BookieError::Fault); batch.len()];
+                reply_all(rpc, &batch, &fault).await;
+            }
+        }
+    }
+
+    /// One request; `Err(())` when the journal write failed.
+    fn execute(&mut self, env: &Env, req: &Request) -> Result<Response, ()> {
+        let Some(journal) = self.journal.as_mut() else { return Ok(Response::Error(BookieError::Fault)) };
+        let fence = |journal: &mut Wal, fenced: &mut BTreeSet<LedgerId>, ledger: LedgerId| {
+            if fenced.contains(&ledger) {
+                return Ok(());
+            }
+            let record = postcard::to_allocvec(&Record::Fence(ledger)).expect("encode fence");
+            journal.append(&record).map_err(|_| ())?;
+            fenced.insert(ledger);
+            Ok(())
+        };
+        match req {
+            Request::Add { entry, recovery } => {
+                if !entry.intact() {
+                    return Ok(Response::Error(BookieError::BadDigest));
+                }
+                if !recovery && self.fenced.contains(&entry.ledger) {
+                    return Ok(Response::Error(BookieError::Fenced));
+                }
+                let record = postcard::to_allocvec(&Record::Add(entry.clone())).expect("encode add");
+                let offset = journal.append(&record).map_err(|_| ())?;
+                self.index_entry(entry, offset);
+                Ok(Response::Added)
+            }
+            Request::Read { ledger, entry, fence: f } => {
+                if *f {
+                    fence(journal, &mut self.fenced, *ledger)?;
+                }
+                let Some(&offset) = self.index.get(&(*ledger, *entry)) else {
+                    return Ok(Response::Error(BookieError::NoSuchEntry));
+                };
+                let stored = journal.read(offset).ok().and_then(|b| postcard::from_bytes::<Record>(&b).ok());
+                Ok(match stored {
+                    Some(Record::Add(e)) if e.intact() && e.ledger == *ledger && e.entry == *entry => Response::Entry(e),
+                    _ => {
+                        env.events.event(Event::ChecksumFailed { ledger: *ledger, entry: *entry });
+                        Response::Error(BookieError::Fault)
+                    }
+                })
+            }
+            Request::ReadLac { ledger, fence: f } => {
+                if *f {
+                    fence(journal, &mut self.fenced, *ledger)?;
+                }
+                Ok(Response::Lac(self.lac.get(ledger).copied().unwrap_or(-1)))
+            }
+        }
+    }
+}
+
+async fn reply_all(rpc: &Rpc, batch: &[Incoming], answers: &[Response]) {
+    for (inc, answer) in batch.iter().zip(answers) {
+        rpc.reply(inc, rpc::Response::Bookie(answer.clone())).await;
+    }
+}

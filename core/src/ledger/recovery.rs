@@ -1,0 +1,137 @@
+//! Opening a ledger with recovery: mark it IN_RECOVERY, fence the last ensemble
+//! until no write quorum could still acknowledge an add, read forward from the
+//! LAC with fencing reads, rewrite every present entry with recovery adds, and
+//! close at the last entry rewritten.
+
+use super::{LedgerClient, LedgerError, LedgerMeta, State};
+use crate::bookie::{self, BookieError, EntryId, LedgerId};
+use crate::bugs::Bug;
+use crate::env::LedgerEvent;
+use futures::StreamExt;
+use std::collections::BTreeSet;
+
+/// Recovers and closes `ledger`; returns its last entry.
+pub async fn recover(c: &LedgerClient, ledger: LedgerId) -> Result<EntryId, LedgerError> {
+    let (mut meta, mut version) = c.read_meta(ledger).await?;
+    if meta.state == State::Closed {
+        return Ok(meta.last_entry);
+    }
+    if meta.state == State::Open {
+        let marked = LedgerMeta { state: State::InRecovery, ..meta.clone() };
+        match c.write_meta(ledger, &marked, version).await? {
+            Some(v) => (meta, version) = (marked, v),
+            None => return Err(LedgerError::RecoveryIncomplete), // it changed under us: try again later
+        }
+    }
+    c.event(LedgerEvent::RecoveryStarted { ledger });
+    let lac = fence(c, ledger, &meta).await?;
+    c.event(LedgerEvent::Fenced { ledger, lac });
+
+    let (first, _) = meta.last_fragment();
+    let mut next = if c.env.bug(Bug::RecoveryStartAtLac) { lac + 1 } else { lac.max(first - 1) + 1 };
+    let fencing_reads = !c.env.bug(Bug::RecoveryReadsNoFence);
+    loop {
+        match read_for_recovery(c, &meta, ledger, next, fencing_reads).await? {
+            Some(entry) => {
+                rewrite(c, &mut meta, ledger, entry).await?;
+                next += 1;
+            }
+            None => break,
+        }
+    }
+    let last_entry = next - 1;
+    let closed = LedgerMeta { state: State::Closed, last_entry, ..meta };
+    match c.write_meta(ledger, &closed, version).await? {
+        Some(_) => {
+            c.event(LedgerEvent::RecoveryClosed { ledger, last_entry });
+            Ok(last_entry)
+        }
+        None => match c.read_meta(ledger).await? {
+            (m, _) if m.state == State::Closed => Ok(m.last_entry),
+            _ => Err(LedgerError::RecoveryIncomplete),
+        },
+    }
+}
+
+/// Fences the last ensemble; returns the highest LAC reported. Waits until no
+/// Qw-wide window of the ensemble has Qa bookies that have not answered.
+async fn fence(c: &LedgerClient, ledger: LedgerId, meta: &LedgerMeta) -> Result<EntryId, LedgerError> {
+    let (_, ensemble) = meta.last_fragment();
+    let mut answers = c.fan_out(ensemble, |_| bookie::Request::ReadLac { ledger, fence: true });
+    let (mut answered, mut lac) = (BTreeSet::new(), -1);
+    let one_is_enough = c.env.bug(Bug::FenceOneResponse);
+    while let Some((b, res)) = answers.next().await {
+        if let Ok(bookie::Response::Lac(l)) = res {
+            answered.insert(b);
+            lac = lac.max(l);
+            if covered(ensemble, meta.qw, meta.qa, &answered) || one_is_enough {
+                return Ok(lac);
+            }
+        }
+    }
+    Err(LedgerError::RecoveryIncomplete)
+}
+
+/// True when every write quorum has fewer than Qa bookies that did not answer.
+fn covered(ensemble: &[String], qw: usize, qa: usize, answered: &BTreeSet<String>) -> bool {
+    let e = ensemble.len();
+    (0..e).all(|i| (0..qw).filter(|w| !answered.contains(&ensemble[(i + w) % e])).count() < qa)
+}
+
+/// Present after one intact read; absent after "no such entry" from Qw-Qa+1
+/// bookies of its write set; anything else is unknown and aborts recovery.
+async fn read_for_recovery(
+    c: &LedgerClient,
+    meta: &LedgerMeta,
+    ledger: LedgerId,
+    entry: EntryId,
+    fence: bool,
+) -> Result<Option<bookie::Entry>, LedgerError> {
+    let mut answers = c.fan_out(&meta.write_set(entry), |_| bookie::Request::Read { ledger, entry, fence });
+    let mut missing = 0;
+    while let Some((_, res)) = answers.next().await {
+        match res {
+            Ok(bookie::Response::Entry(e)) if e.intact() && e.ledger == ledger && e.entry == entry => {
+                return Ok(Some(e))
+            }
+            Err(BookieError::NoSuchEntry) => {
+                missing += 1;
+                if missing > meta.qw - meta.qa {
+                    return Ok(None);
+                }
+            }
+            _ => {}
+        }
+    }
+    Err(LedgerError::RecoveryIncomplete)
+}
+
+/// Writes `entry` to its write set with recovery adds until Qa stored it,
+/// replacing failed bookies (the change reaches the metadata only at close).
+async fn rewrite(c: &LedgerClient, meta: &mut LedgerMeta, ledger: LedgerId, entry: bookie::Entry) -> Result<(), LedgerError> {
+    for _ in 0..5 {
+        let set = meta.write_set(entry.entry);
+        let mut answers = c.fan_out(&set, |_| bookie::Request::Add { entry: entry.clone(), recovery: true });
+        let (mut stored, mut failed) = (0, Vec::new());
+        while let Some((b, res)) = answers.next().await {
+            match res {
+                Ok(bookie::Response::Added) => stored += 1,
+                _ => failed.push(b),
+            }
+        }
+        if stored >= meta.qa {
+            return Ok(());
+        }
+        let (first, ensemble) = meta.fragment(entry.entry);
+        let mut ensemble = ensemble.clone();
+        for b in failed {
+            let replacement = c.replacement(&ensemble).await?;
+            ensemble.iter_mut().filter(|x| **x == b).for_each(|x| *x = replacement.clone());
+        }
+        // Entries before this one keep their fragment; this one and later get the new ensemble.
+        let from = entry.entry.max(first);
+        meta.ensembles.insert(from, ensemble.clone());
+        c.event(LedgerEvent::EnsembleChanged { ledger, from_entry: from, ensemble });
+    }
+    Err(LedgerError::RecoveryIncomplete)
+}

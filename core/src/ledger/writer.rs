@@ -1,0 +1,251 @@
+//! The ledger writer: adds are striped round-robin over the ensemble, each sent
+//! to its Qw bookies and acknowledged, in order, once Qa of them stored it; the
+//! LAC is the contiguous acknowledged prefix. A failed bookie is replaced from
+//! LAC+1 on by compare-and-set of the metadata, and pending adds are resent.
+//! "Fenced" from a bookie, or metadata found IN_RECOVERY or CLOSED, stops it.
+
+use super::{LedgerClient, LedgerError, LedgerMeta, State};
+use crate::bookie::{self, BookieError, Entry, EntryId, LedgerId};
+use crate::bugs::Bug;
+use crate::env::LedgerEvent;
+use futures::channel::{mpsc, oneshot};
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+type Done = oneshot::Sender<Result<EntryId, LedgerError>>;
+
+enum Cmd {
+    Add(Vec<u8>, Done),
+    Close(Done),
+}
+
+/// A handle on an open ledger's writer task; adds may be pipelined.
+pub struct LedgerWriter {
+    pub ledger: LedgerId,
+    cmds: mpsc::UnboundedSender<Cmd>,
+}
+
+impl LedgerWriter {
+    pub(super) fn start(client: LedgerClient, ledger: LedgerId, meta: LedgerMeta, version: u64) -> LedgerWriter {
+        let (tx, rx) = mpsc::unbounded();
+        let actor = Actor {
+            c: client,
+            ledger,
+            meta,
+            version,
+            lac: -1,
+            next: 0,
+            pending: BTreeMap::new(),
+            failed: None,
+            closing: None,
+        };
+        madsim::task::spawn(actor.run(rx));
+        LedgerWriter { ledger, cmds: tx }
+    }
+
+    /// Queues an add; the returned future resolves when it is acknowledged.
+    pub fn add(&self, payload: Vec<u8>) -> impl std::future::Future<Output = Result<EntryId, LedgerError>> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.cmds.unbounded_send(Cmd::Add(payload, tx));
+        async move { rx.await.unwrap_or(Err(LedgerError::Closed)) }
+    }
+
+    /// Waits for pending adds, then closes the ledger at its LAC.
+    pub async fn close(&self) -> Result<EntryId, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.cmds.unbounded_send(Cmd::Close(tx));
+        rx.await.unwrap_or(Err(LedgerError::Closed))
+    }
+}
+
+struct Pending {
+    entry: Entry,
+    acks: BTreeSet<String>,
+    done: Done,
+}
+
+type Answer = (EntryId, String, Result<bookie::Response, BookieError>);
+
+struct Actor {
+    c: LedgerClient,
+    ledger: LedgerId,
+    meta: LedgerMeta,
+    version: u64,
+    lac: EntryId,
+    next: EntryId,
+    pending: BTreeMap<EntryId, Pending>,
+    failed: Option<LedgerError>,
+    closing: Option<Done>,
+}
+
+const ENSEMBLE_CHANGE_ATTEMPTS: usize = 10;
+
+impl Actor {
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+        let mut inflight: FuturesUnordered<BoxFuture<'static, Answer>> = FuturesUnordered::new();
+        loop {
+            if self.pending.is_empty() {
+                if let Some(done) = self.closing.take() {
+                    let _ = done.send(self.close().await);
+                    return;
+                }
+            }
+            futures::select! {
+                cmd = cmds.next() => match cmd {
+                    Some(Cmd::Add(payload, done)) => self.add(payload, done, &mut inflight),
+                    Some(Cmd::Close(done)) => self.closing = Some(done),
+                    None => return,
+                },
+                (entry, bookie, result) = inflight.select_next_some() => {
+                    self.answer(entry, bookie, result, &mut inflight).await;
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, payload: Vec<u8>, done: Done, inflight: &mut FuturesUnordered<BoxFuture<'static, Answer>>) {
+        if let Some(err) = self.failed.clone().or(self.closing.as_ref().map(|_| LedgerError::Closed)) {
+            let _ = done.send(Err(err));
+            return;
+        }
+        let id = self.next;
+        self.next += 1;
+        let entry = Entry::new(self.ledger, id, self.lac, payload);
+        for b in self.meta.write_set(id) {
+            inflight.push(self.send(&entry, b));
+        }
+        self.pending.insert(id, Pending { entry, acks: BTreeSet::new(), done });
+    }
+
+    fn send(&self, entry: &Entry, bookie: String) -> BoxFuture<'static, Answer> {
+        let (c, id) = (self.c.clone(), entry.entry);
+        let req = bookie::Request::Add { entry: entry.clone(), recovery: false };
+        Box::pin(async move {
+            let res = c.call(&bookie, req).await;
+            (id, bookie, res)
+        })
+    }
+
+    async fn answer(
+        &mut self,
+        id: EntryId,
+        bookie: String,
+        result: Result<bookie::Response, BookieError>,
+        inflight: &mut FuturesUnordered<BoxFuture<'static, Answer>>,
+    ) {
+        // Answers for finished entries, or from a bookie replaced since, are moot.
+        if !self.pending.contains_key(&id) || !self.meta.write_set(id).contains(&bookie) {
+            return;
+        }
+        match result {
+            Ok(bookie::Response::Added) => {
+                self.pending.get_mut(&id).expect("pending").acks.insert(bookie);
+                self.acknowledge_prefix();
+            }
+            Err(BookieError::Fenced) if !self.c.env.bug(Bug::WriterIgnoresFenced) => self.fail(LedgerError::Fenced),
+            _ => self.replace(&bookie, inflight).await,
+        }
+    }
+
+    /// Acknowledges, in entry order, every pending add that reached Qa.
+    fn acknowledge_prefix(&mut self) {
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.get().acks.len() < self.meta.qa {
+                return;
+            }
+            let p = entry.remove();
+            self.lac = p.entry.entry;
+            let _ = p.done.send(Ok(p.entry.entry));
+        }
+    }
+
+    fn fail(&mut self, err: LedgerError) {
+        self.failed = Some(err.clone());
+        for (_, p) in std::mem::take(&mut self.pending) {
+            let _ = p.done.send(Err(err.clone()));
+        }
+    }
+
+    /// Ensemble change: replace `bookie` in the last ensemble from LAC+1 on,
+    /// then resend every pending add to the bookies it now lacks.
+    async fn replace(&mut self, bookie: &str, inflight: &mut FuturesUnordered<BoxFuture<'static, Answer>>) {
+        let ignores_fence = self.c.env.bug(Bug::WriterIgnoresFenced);
+        for attempt in 0.. {
+            if attempt == ENSEMBLE_CHANGE_ATTEMPTS {
+                return self.fail(LedgerError::NotEnoughBookies);
+            }
+            let (_, last) = self.meta.last_fragment();
+            if !last.iter().any(|b| b == bookie) {
+                break; // already replaced
+            }
+            let Ok(new_bookie) = self.c.replacement(last).await else {
+                self.c.env.sleep(Duration::from_millis(300)).await;
+                continue;
+            };
+            let ensemble: Vec<String> =
+                last.iter().map(|b| if b == bookie { new_bookie.clone() } else { b.clone() }).collect();
+            let mut next = self.meta.clone();
+            next.ensembles.insert(self.lac + 1, ensemble.clone());
+            match self.c.write_meta(self.ledger, &next, self.version).await {
+                Ok(Some(version)) => {
+                    (self.meta, self.version) = (next, version);
+                    let event = LedgerEvent::EnsembleChanged { ledger: self.ledger, from_entry: self.lac + 1, ensemble };
+                    self.c.event(event);
+                    break;
+                }
+                Ok(None) => match self.c.read_meta(self.ledger).await {
+                    Ok((meta, _)) if meta.state == State::InRecovery && !ignores_fence => {
+                        return self.fail(LedgerError::Fenced)
+                    }
+                    Ok((meta, _)) if meta.state == State::Closed && !ignores_fence => {
+                        return self.fail(LedgerError::Closed)
+                    }
+                    Ok((meta, version)) => {
+                        // Keep our fragments (only this writer adds them); take the rest as it is now.
+                        let ensembles = std::mem::take(&mut self.meta.ensembles);
+                        (self.meta, self.version) = (LedgerMeta { ensembles, ..meta }, version);
+                    }
+                    Err(_) => self.c.env.sleep(Duration::from_millis(300)).await,
+                },
+                Err(_) => self.c.env.sleep(Duration::from_millis(300)).await,
+            }
+        }
+        let mut resend = Vec::new();
+        for p in self.pending.values_mut() {
+            let set = self.meta.write_set(p.entry.entry);
+            p.acks.retain(|b| set.contains(b));
+            resend.extend(set.into_iter().filter(|b| !p.acks.contains(b)).map(|b| (p.entry.clone(), b)));
+        }
+        for (entry, b) in resend {
+            inflight.push(self.send(&entry, b));
+        }
+    }
+
+    /// Closes the ledger at its LAC by compare-and-set.
+    async fn close(&mut self) -> Result<EntryId, LedgerError> {
+        if let Some(err) = self.failed.clone() {
+            return Err(err);
+        }
+        for _ in 0..ENSEMBLE_CHANGE_ATTEMPTS {
+            let closed = LedgerMeta { state: State::Closed, last_entry: self.lac, ..self.meta.clone() };
+            match self.c.write_meta(self.ledger, &closed, self.version).await {
+                Ok(Some(_)) => {
+                    self.c.event(LedgerEvent::Closed { ledger: self.ledger, last_entry: self.lac });
+                    return Ok(self.lac);
+                }
+                Ok(None) => match self.c.read_meta(self.ledger).await {
+                    Ok((m, _)) if m.state == State::Closed => {
+                        return if m.last_entry == self.lac { Ok(self.lac) } else { Err(LedgerError::Closed) };
+                    }
+                    Ok((m, _)) if m.state == State::InRecovery => return Err(LedgerError::Fenced),
+                    Ok((m, v)) => (self.meta, self.version) = (m, v),
+                    Err(_) => self.c.env.sleep(Duration::from_millis(300)).await,
+                },
+                Err(_) => self.c.env.sleep(Duration::from_millis(300)).await,
+            }
+        }
+        Err(LedgerError::Meta)
+    }
+}
