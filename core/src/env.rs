@@ -2,6 +2,7 @@
 //! planted bugs. The simulator implements these traits; the core only uses them.
 
 use crate::bugs::{Bug, Bugs};
+use crate::rpc::Rpc;
 use futures::future::BoxFuture;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -119,6 +120,8 @@ pub struct Env {
     pub events: Arc<dyn EventSink>,
     pub bugs: Bugs,
     rng: Arc<Mutex<ChaCha8Rng>>,
+    /// The node's one RPC endpoint (one receive loop per transport), made on first use.
+    rpc: Arc<Mutex<Option<Arc<Rpc>>>>,
 }
 
 impl Env {
@@ -131,7 +134,14 @@ impl Env {
         bugs: Bugs,
         rng_seed: u64,
     ) -> Env {
-        Env { name, net, disk, clock, events, bugs, rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(rng_seed))) }
+        let rng = Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(rng_seed)));
+        Env { name, net, disk, clock, events, bugs, rng, rpc: Arc::default() }
+    }
+
+    /// This node's RPC endpoint, shared by every client and server on it.
+    pub fn rpc(&self) -> Arc<Rpc> {
+        let mut slot = self.rpc.lock().expect("rpc slot");
+        slot.get_or_insert_with(|| Rpc::start(self)).clone()
     }
 
     pub fn bug(&self, bug: Bug) -> bool {

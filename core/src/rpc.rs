@@ -111,6 +111,8 @@ pub struct Rpc {
     clock: Arc<dyn Clock>,
     incarnation: u64,
     state: Mutex<State>,
+    /// Where requests go once a server on this node serves them; dropped until then.
+    incoming: Mutex<Option<mpsc::UnboundedSender<Incoming>>>,
 }
 
 #[derive(Default)]
@@ -124,23 +126,27 @@ struct State {
 }
 
 impl Rpc {
-    /// An endpoint that only makes calls; requests sent to it are dropped.
+    /// This node's endpoint, for making calls.
     pub fn client(env: &Env) -> Arc<Rpc> {
-        Rpc::start(env, None)
+        env.rpc()
     }
 
-    /// An endpoint that makes calls and serves requests from the returned stream.
+    /// This node's endpoint, and the stream of requests it receives from now on.
     pub fn server(env: &Env) -> (Arc<Rpc>, mpsc::UnboundedReceiver<Incoming>) {
+        let rpc = env.rpc();
         let (tx, rx) = mpsc::unbounded();
-        (Rpc::start(env, Some(tx)), rx)
+        *rpc.incoming.lock().expect("rpc incoming") = Some(tx);
+        (rpc, rx)
     }
 
-    fn start(env: &Env, incoming: Option<mpsc::UnboundedSender<Incoming>>) -> Arc<Rpc> {
+    /// Starts the node's endpoint; use [`Env::rpc`], which makes exactly one.
+    pub(crate) fn start(env: &Env) -> Arc<Rpc> {
         let rpc = Arc::new(Rpc {
             net: env.net.clone(),
             clock: env.clock.clone(),
             incarnation: env.rng(|r| r.gen_range(1..u64::MAX)),
             state: Mutex::new(State::default()),
+            incoming: Mutex::new(None),
         });
         // The receive loop is the only reader of the transport and is never
         // cancelled mid-receive, so no dequeued message can be lost.
@@ -152,7 +158,7 @@ impl Rpc {
                 let Some(rpc) = weak.upgrade() else { return };
                 match postcard::from_bytes::<Frame>(&bytes) {
                     Ok(Frame::Call { id, caller, callee, req }) => {
-                        let Some(tx) = &incoming else { continue };
+                        let Some(tx) = rpc.incoming.lock().expect("rpc incoming").clone() else { continue };
                         let kind = req.kind();
                         if callee != rpc.incarnation {
                             let stale = Frame::Stale { id, callee: rpc.incarnation };

@@ -114,29 +114,7 @@ impl Wal {
 
     fn scan(disk: &dyn Disk, files: &[String]) -> Result<(Recovered, Vec<Vec<u8>>), WalError> {
         let bufs = files.iter().map(|f| disk.read(f, 0, disk.len(f))).collect::<Result<Vec<_>, _>>()?;
-        let longest = bufs.iter().map(|b| b.len() as u64).max().unwrap_or(0);
-        let mut rec = Recovered::default();
-        let mut offset = 0;
-        loop {
-            let found: Vec<At> = bufs.iter().map(|b| record_at(b, offset)).collect();
-            if let Some((copy, len)) = found.iter().enumerate().find_map(|(i, a)| match a {
-                At::Valid(len) => Some((i, *len)),
-                _ => None,
-            }) {
-                let (at, start) = (offset as usize, (offset + HEADER) as usize);
-                let buf = &bufs[copy];
-                rec.records.push(buf[start..start + len as usize].to_vec());
-                rec.offsets.push(offset);
-                rec.bytes.extend_from_slice(&buf[at..start + len as usize]);
-                rec.repaired += found.iter().filter(|a| matches!(a, At::Damaged)).count() as u64;
-                offset += HEADER + len;
-            } else if found.iter().any(|a| matches!(a, At::Incomplete)) {
-                rec.dropped_tail_bytes = longest - offset;
-                return Ok((rec, bufs));
-            } else {
-                return Err(WalError::Corrupt { offset });
-            }
-        }
+        Ok((parse(&bufs)?, bufs))
     }
 
     /// Appends one record to every copy; volatile until [`Wal::sync`].
@@ -193,5 +171,32 @@ impl Wal {
         }
         self.end = self.synced;
         Ok(())
+    }
+}
+
+/// Recovers the records of a log from the bytes of its copies (see the module doc).
+pub fn parse(bufs: &[Vec<u8>]) -> Result<Recovered, WalError> {
+    let longest = bufs.iter().map(|b| b.len() as u64).max().unwrap_or(0);
+    let mut rec = Recovered::default();
+    let mut offset = 0;
+    loop {
+        let found: Vec<At> = bufs.iter().map(|b| record_at(b, offset)).collect();
+        if let Some((copy, len)) = found.iter().enumerate().find_map(|(i, a)| match a {
+            At::Valid(len) => Some((i, *len)),
+            _ => None,
+        }) {
+            let (at, start) = (offset as usize, (offset + HEADER) as usize);
+            let buf = &bufs[copy];
+            rec.records.push(buf[start..start + len as usize].to_vec());
+            rec.offsets.push(offset);
+            rec.bytes.extend_from_slice(&buf[at..start + len as usize]);
+            rec.repaired += found.iter().filter(|a| matches!(a, At::Damaged)).count() as u64;
+            offset += HEADER + len;
+        } else if found.iter().any(|a| matches!(a, At::Incomplete)) {
+            rec.dropped_tail_bytes = longest - offset;
+            return Ok(rec);
+        } else {
+            return Err(WalError::Corrupt { offset });
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Named scenarios: topology + workload + nemesis profile + checkers.
 
+pub mod ledger;
 pub mod meta;
+mod ops;
 
 use mqsim_core::bugs::Bugs;
 use mqsim_sim::{Record, Schedule};
@@ -45,7 +47,7 @@ pub trait Scenario: Sync {
 }
 
 pub fn all() -> &'static [&'static dyn Scenario] {
-    &[&meta::Meta]
+    &[&meta::Meta, &ledger::LedgerFencing]
 }
 
 pub fn find(name: &str) -> Option<&'static dyn Scenario> {

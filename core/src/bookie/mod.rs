@@ -219,3 +219,25 @@ async fn reply_all(rpc: &Rpc, batch: &[Incoming], answers: &[Response]) {
         rpc.reply(inc, rpc::Response::Bookie(answer.clone())).await;
     }
 }
+
+/// The journal's file on a bookie's disk.
+pub const JOURNAL_FILE: &str = "journal.0";
+
+/// What a bookie's journal bytes hold: intact entries and fenced ledgers.
+/// Unreadable journals hold nothing.
+pub fn stored(journal: &[u8]) -> (BTreeMap<(LedgerId, EntryId), Entry>, BTreeSet<LedgerId>) {
+    let (mut entries, mut fenced) = (BTreeMap::new(), BTreeSet::new());
+    let Ok(found) = crate::wal::parse(&[journal.to_vec()]) else { return (entries, fenced) };
+    for bytes in &found.records {
+        match postcard::from_bytes::<Record>(bytes) {
+            Ok(Record::Add(e)) if e.intact() => {
+                entries.insert((e.ledger, e.entry), e);
+            }
+            Ok(Record::Fence(ledger)) => {
+                fenced.insert(ledger);
+            }
+            _ => {}
+        }
+    }
+    (entries, fenced)
+}

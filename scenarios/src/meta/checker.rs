@@ -24,6 +24,7 @@
 
 use super::{CHECKER, SERVER, SESSION_TIMEOUT};
 use crate::Violation;
+use crate::ops::{ops, secs, Op};
 use mqsim_sim::history::Kind;
 use mqsim_sim::{Fault, Record, Schedule};
 use serde::Deserialize;
@@ -36,88 +37,6 @@ struct Stat {
     mzxid: u64,
     version: u64,
     owner: Option<u64>,
-}
-
-/// One client operation, invocation and completion joined.
-struct Op<'a> {
-    id: u64,
-    node: &'a str,
-    op: &'a str,
-    start: u64,
-    /// `u64::MAX` when it never completed.
-    end: u64,
-    outcome: Option<Kind>,
-    args: &'a Record,
-    res: Option<&'a Record>,
-}
-
-impl<'a> Op<'a> {
-    fn ok(&self) -> bool {
-        self.outcome == Some(Kind::Ok)
-    }
-    fn may_have_happened(&self) -> bool {
-        self.outcome != Some(Kind::Fail)
-    }
-    /// The last moment the operation may take effect.
-    fn effect_end(&self) -> u64 {
-        if self.ok() {
-            self.end
-        } else {
-            u64::MAX
-        }
-    }
-    fn arg(&self, f: &str) -> Option<&'a str> {
-        self.args.str(f)
-    }
-    fn res_field(&self, f: &str) -> Option<&'a Value> {
-        self.res.and_then(|r| r.data.get(f))
-    }
-    fn stat(&self) -> Option<Stat> {
-        serde_json::from_value(self.res_field("stat")?.clone()).ok()
-    }
-    fn describe(&self) -> String {
-        let key = self.arg("key").map(|k| format!(" {k}")).unwrap_or_default();
-        format!("op #{} {}{key} by {} at {}", self.id, self.op, self.node, secs(self.start))
-    }
-}
-
-fn secs(us: u64) -> String {
-    if us == u64::MAX {
-        return "never".into();
-    }
-    format!("{}.{:06}s", us / 1_000_000, us % 1_000_000)
-}
-
-fn ops(history: &[Record]) -> Vec<Op<'_>> {
-    let mut ops: Vec<Op> = Vec::new();
-    let mut index = BTreeMap::new();
-    for r in history {
-        let Some(id) = r.u64("id") else { continue };
-        match r.kind {
-            Kind::Invoke => {
-                index.insert(id, ops.len());
-                ops.push(Op {
-                    id,
-                    node: &r.node,
-                    op: r.str("op").unwrap_or(""),
-                    start: r.t,
-                    end: u64::MAX,
-                    outcome: None,
-                    args: r,
-                    res: None,
-                });
-            }
-            Kind::Ok | Kind::Fail | Kind::Info => {
-                if let Some(&i) = index.get(&id) {
-                    ops[i].end = r.t;
-                    ops[i].outcome = Some(r.kind);
-                    ops[i].res = Some(r);
-                }
-            }
-            _ => {}
-        }
-    }
-    ops
 }
 
 /// A state of a key some operation saw or made, for real-time comparisons.
@@ -242,7 +161,7 @@ fn check_keys(ops: &[Op], expired: &BTreeMap<u64, u64>, out: &mut Vec<Violation>
         if !o.ok() {
             continue;
         }
-        let (Some(key), Some(stat)) = (key_of(o), o.stat()) else { continue };
+        let (Some(key), Some(stat)) = (key_of(o), o.res_as::<Stat>("stat")) else { continue };
         let value = match o.op {
             "get" => o.res_field("value").and_then(Value::as_str),
             _ => o.arg("value"),
@@ -305,7 +224,7 @@ fn check_keys(ops: &[Op], expired: &BTreeMap<u64, u64>, out: &mut Vec<Violation>
             "get" => {
                 let Some(key) = o.arg("key") else { continue };
                 let Some(f) = floors.get(key).and_then(|fl| fl.before(o.start)) else { continue };
-                match o.stat() {
+                match o.res_as::<Stat>("stat") {
                     Some(stat) if stat.mzxid < f.stat.mzxid => {
                         let (inv, what) = if f.by_write { ("K1", "acknowledged write lost") } else { ("K2", "version went backwards") };
                         report(

@@ -1,0 +1,127 @@
+//! Ledger scenarios on BookKeeper-style storage.
+//!
+//! `ledger-fencing`: a writer adds continuously (pipelined) and rolls over to new
+//! ledgers; a recoverer opens the writer's newest ledger with recovery every few
+//! seconds, fencing it, while the nemesis partitions, pauses and crashes the
+//! writer, the recoverer and bookies. After the faults the writer closes its
+//! ledger, the recoverer closes every ledger left open, and a checker node reads
+//! the final metadata; bookie contents come from their durable journals.
+
+mod checker;
+mod workload;
+
+use crate::{Outcome, RunSpec, Scenario, Stats};
+use mqsim_core::{bookie, meta};
+use mqsim_sim::nemesis::Profile;
+use mqsim_sim::{world, FaultKind, Schedule};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use checker::{check, Final};
+
+pub const SERVER: &str = "meta-0";
+pub const CHECKER: &str = "checker";
+const FAULT_PHASE: Duration = Duration::from_secs(40);
+const WRITER_STOP: Duration = Duration::from_secs(50);
+const RECOVER_UNTIL: Duration = Duration::from_secs(70);
+const FINAL_READ: Duration = Duration::from_secs(72);
+const END: Duration = Duration::from_secs(80);
+
+/// Ensemble shapes (E, Qw, Qa) a seed draws from.
+pub const SHAPES: &[(usize, usize, usize)] = &[(3, 3, 2), (3, 2, 2), (5, 3, 2), (4, 4, 3)];
+
+/// What one seed draws.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub shape: (usize, usize, usize),
+    pub bookies: usize,
+    /// How many adds the writer keeps in flight.
+    pub window: usize,
+}
+
+impl Plan {
+    fn draw(seed: u64) -> Plan {
+        let mut rng = mqsim_sim::rng_for(seed, "ledger/plan");
+        let shape = *SHAPES.choose(&mut rng).expect("shapes");
+        Plan { shape, bookies: shape.0 + 2, window: rng.gen_range(1..=4) }
+    }
+
+    fn bookie_names(&self) -> Vec<String> {
+        (0..self.bookies).map(|i| format!("bookie-{i}")).collect()
+    }
+}
+
+const MESSAGE_KINDS: &[&str] =
+    &["Add", "RecoveryAdd", "Read", "RecoveryRead", "ReadLac", "Fence", "Get", "Set", "Create", "Children", "Heartbeat"];
+
+fn profile(plan: &Plan) -> Profile {
+    let mut targets = plan.bookie_names();
+    targets.extend(["writer-0".to_string(), "recoverer-0".to_string()]);
+    let mut nodes = targets.clone();
+    nodes.push(SERVER.to_string());
+    Profile {
+        nodes,
+        targets,
+        // Bookies keep one journal copy; at-rest damage is for the repair work to come.
+        kinds: FaultKind::ALL.iter().copied().filter(|k| *k != FaultKind::DiskCorrupt).collect(),
+        message_kinds: MESSAGE_KINDS.to_vec(),
+        fault_phase_ms: FAULT_PHASE.as_millis() as u64,
+        max_corruptions_per_node: 0,
+        max_drift_ppm: 50_000,
+    }
+}
+
+pub struct LedgerFencing;
+
+impl Scenario for LedgerFencing {
+    fn name(&self) -> &'static str {
+        "ledger-fencing"
+    }
+
+    fn about(&self) -> &'static str {
+        "a writer adds continuously while a recoverer fences and recovers its ledgers; bookies crash and restart"
+    }
+
+    fn run(&self, spec: &RunSpec) -> Outcome {
+        let plan = Plan::draw(spec.seed);
+        let schedule = spec
+            .schedule
+            .clone()
+            .unwrap_or_else(|| Schedule::generate(&profile(&plan), &mut mqsim_sim::rng_for(spec.seed, "nemesis")));
+        let (run_schedule, run_plan) = (schedule.clone(), plan.clone());
+        let (history, bookies) = world::run(spec.seed, spec.bugs, |w| async move {
+            w.add_node(SERVER, meta::serve);
+            for b in run_plan.bookie_names() {
+                w.add_node(&b, |env| bookie::serve(env, SERVER.to_string()));
+            }
+            let (world, plan) = (w.clone(), run_plan.clone());
+            w.add_node("writer-0", move |env| workload::writer(env, world.clone(), plan.clone(), WRITER_STOP));
+            let world = w.clone();
+            w.add_node("recoverer-0", move |env| workload::recoverer(env, world.clone(), WRITER_STOP, RECOVER_UNTIL));
+            w.spawn_nemesis(run_schedule);
+            w.sleep_until(FINAL_READ).await;
+            let world = w.clone();
+            w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone()));
+            w.sleep_until(END).await;
+            let bookies: BTreeMap<String, Vec<u8>> = run_plan
+                .bookie_names()
+                .into_iter()
+                .map(|b| {
+                    let journal = w.disk(&b).durable_snapshot().remove(bookie::JOURNAL_FILE).unwrap_or_default();
+                    (b, journal)
+                })
+                .collect();
+            (w.history.records(), bookies)
+        });
+        let fin = Final::from_journals(&bookies, None, false);
+        let violations = check(&history, &fin);
+        let stats = Stats {
+            ops: history.iter().filter(|r| r.kind == mqsim_sim::history::Kind::Invoke).count() as u64,
+            sim_ms: END.as_millis() as u64,
+            faults: schedule.kinds(),
+        };
+        Outcome { violations, history, schedule, stats }
+    }
+}
