@@ -93,64 +93,88 @@ fn sync_covers_only_what_was_written_before_it_began() {
 }
 
 #[test]
-fn a_bit_flip_at_rest_is_caught_by_the_checksum_and_repaired_from_the_mirror() {
-    on_node(
-        2,
-        |_| {},
-        |env, world| async move {
-            let (mut wal, _) = Wal::open(env.disk.clone(), "one", 1).await.unwrap();
-            let (mut mirrored, _) = Wal::open(env.disk.clone(), "two", 2).await.unwrap();
-            for i in 0..20u32 {
-                wal.append(&i.to_le_bytes()).unwrap();
-                mirrored.append(&i.to_le_bytes()).unwrap();
-            }
-            wal.sync().await.unwrap();
-            mirrored.sync().await.unwrap();
-            // Flip one bit inside record 10 of the single copy and of one mirror copy.
-            let at = 10 * 16 + 13;
-            for file in ["one.0", "two.1"] {
-                let mut bytes = env.disk.read(file, 0, env.disk.len(file)).unwrap();
-                bytes[at] ^= 0x10;
-                env.disk.truncate(file, 0).unwrap();
-                env.disk.append(file, &bytes).unwrap();
-                env.disk.sync(file).await.unwrap();
-            }
-            let single = Wal::open(env.disk.clone(), "one", 1).await.err();
-            assert_eq!(single, Some(WalError::Corrupt { offset: 160 }), "damaged record refused, never returned");
-            let (_, found) = Wal::open(env.disk.clone(), "two", 2).await.unwrap();
-            assert_eq!(found.records.len(), 20);
-            assert_eq!(found.records[10], 10u32.to_le_bytes());
-            assert_eq!(found.repaired, 1);
-            assert_eq!(
-                env.disk.read("two.1", 0, 320).unwrap(),
-                env.disk.read("two.0", 0, 320).unwrap(),
-                "mirror rewritten"
-            );
-            let _ = world;
-        },
-    );
+fn a_bit_flip_at_rest_is_caught_by_the_checksum_and_survived_with_a_mirror() {
+    on_node(2, |_| {}, |env, _| async move {
+        let (mut wal, _) = Wal::open(env.disk.clone(), "one", 1).await.unwrap();
+        let (mut mirrored, _) = Wal::open(env.disk.clone(), "two", 2).await.unwrap();
+        for i in 0..20u32 {
+            wal.append(&i.to_le_bytes()).unwrap();
+            mirrored.append(&i.to_le_bytes()).unwrap();
+        }
+        wal.sync().await.unwrap();
+        mirrored.sync().await.unwrap();
+        // Flip one bit in the payload of record 10 (24 bytes a record) of the
+        // single copy and of one mirror copy.
+        let at = 10 * 24 + 21;
+        for file in ["one.0", "two.1"] {
+            let mut bytes = env.disk.read(file, 0, env.disk.len(file)).unwrap();
+            bytes[at] ^= 0x10;
+            env.disk.truncate(file, 0).unwrap();
+            env.disk.append(file, &bytes).unwrap();
+            env.disk.sync(file).await.unwrap();
+        }
+        let single = Wal::open(env.disk.clone(), "one", 1).await.err();
+        assert_eq!(single, Some(WalError::Corrupt { seq: 10 }), "damaged record refused, never returned");
+        let (mut reopened, found) = Wal::open(env.disk.clone(), "two", 2).await.unwrap();
+        assert_eq!(found.records.len(), 20);
+        assert_eq!(found.records[10], 10u32.to_le_bytes(), "taken from the intact copy");
+        assert_eq!(found.repaired, 1);
+        reopened.append(&20u32.to_le_bytes()).unwrap();
+        reopened.sync().await.unwrap();
+        assert_eq!(Wal::open(env.disk.clone(), "two", 2).await.unwrap().1.records.len(), 21, "appends go on");
+    });
 }
 
 #[test]
-fn a_bit_flip_on_read_is_transient_and_retried() {
-    on_node(
-        3,
-        |_| {},
-        |env, world| async move {
-            let (mut wal, _) = Wal::open(env.disk.clone(), "log", 1).await.unwrap();
-            for i in 0..50u32 {
-                wal.append(&i.to_le_bytes()).unwrap();
+fn a_record_synced_in_one_mirror_only_is_copied_to_the_other_at_recovery() {
+    on_node(12, |_| {}, |env, _| async move {
+        let (mut wal, _) = Wal::open(env.disk.clone(), "m", 2).await.unwrap();
+        for i in 0..20u32 {
+            wal.append(&i.to_le_bytes()).unwrap();
+        }
+        wal.sync().await.unwrap();
+        // A crash between the syncs of the two copies: record 20 only in m.0.
+        wal.append(&20u32.to_le_bytes()).unwrap();
+        env.disk.sync("m.0").await.unwrap();
+        env.disk.truncate("m.1", 20 * 24).unwrap();
+        let (_, found) = Wal::open(env.disk.clone(), "m", 2).await.unwrap();
+        assert_eq!((found.records.len(), found.repaired), (21, 1), "record 20 kept and copied to m.1");
+        // Now one flip at rest in m.0's copy of record 20 is survivable.
+        let mut bytes = env.disk.read("m.0", 0, env.disk.len("m.0")).unwrap();
+        bytes[20 * 24 + 21] ^= 1;
+        env.disk.truncate("m.0", 0).unwrap();
+        env.disk.append("m.0", &bytes).unwrap();
+        let (_, found) = Wal::open(env.disk.clone(), "m", 2).await.unwrap();
+        assert_eq!(found.records[20], 20u32.to_le_bytes());
+    });
+}
+
+#[test]
+fn bit_flips_on_read_are_retried_and_never_returned_as_data() {
+    on_node(3, |_| {}, |env, world| async move {
+        let (mut wal, _) = Wal::open(env.disk.clone(), "log", 1).await.unwrap();
+        for i in 0..50u32 {
+            wal.append(&i.to_le_bytes()).unwrap();
+        }
+        wal.sync().await.unwrap();
+        let disk = world.disk("probe");
+        // Every read flips a bit: the log is refused, never misread.
+        disk.set_faults(DiskFaults { read_flip_per_mille: 1000, ..Default::default() });
+        assert!(matches!(Wal::open(env.disk.clone(), "log", 1).await, Err(WalError::Corrupt { .. })));
+        // Some reads flip a bit: retries get a clean read.
+        disk.set_faults(DiskFaults { read_flip_per_mille: 300, ..Default::default() });
+        let before = disk.read_flips();
+        let mut opened = 0;
+        for _ in 0..10 {
+            if let Ok((_, found)) = Wal::open(env.disk.clone(), "log", 1).await {
+                let expected: Vec<Vec<u8>> = (0..50u32).map(|i| i.to_le_bytes().to_vec()).collect();
+                assert_eq!(found.records, expected);
+                opened += 1;
             }
-            wal.sync().await.unwrap();
-            let disk = world.disk("probe");
-            disk.set_faults(DiskFaults { read_flip_per_mille: 1000, ..Default::default() });
-            let whole = env.disk.read("log.0", 0, env.disk.len("log.0")).unwrap();
-            disk.set_faults(DiskFaults::default());
-            let clean = env.disk.read("log.0", 0, env.disk.len("log.0")).unwrap();
-            assert_ne!(whole, clean, "the faulty read returned a flipped bit");
-            assert_eq!(Wal::open(env.disk.clone(), "log", 1).await.unwrap().1.records.len(), 50);
-        },
-    );
+        }
+        assert!(disk.read_flips() > before, "flips happened while opening");
+        assert!(opened >= 8, "retries got through: {opened}/10");
+    });
 }
 
 #[test]
@@ -214,7 +238,9 @@ fn clocks_skew_drift_and_jump() {
             madsim::time::sleep(Duration::from_secs(1)).await;
             let half = env.clock.mono() - mono1;
             assert!((half.as_secs_f64() - 0.5).abs() < 0.001, "{half:?}");
-            assert!(env.clock.mono() > local, "the monotonic clock never goes back");
+            let before = env.clock.mono();
+        clock.set_drift(0);
+        assert!(env.clock.mono() >= before, "a drift change never moves the monotonic clock back");
         },
     );
 }
@@ -253,21 +279,41 @@ fn a_per_kind_filter_drops_only_the_matching_messages_for_its_window() {
 }
 
 #[test]
-fn duplicated_requests_execute_once() {
-    let rule = FilterRule { from: None, to: None, kind: None, reply: None, effect: Effect::Duplicate { percent: 100 } };
-    let setup = move |w: &Arc<World>| {
-        with_meta(w);
-        w.spawn_nemesis(schedule(vec![(0, 60_000, Fault::Filter { rule: rule.clone() })]));
-    };
-    on_node(8, setup, |env, world| async move {
-        let meta = client(&env);
-        madsim::time::sleep(Duration::from_secs(1)).await;
-        for _ in 0..20 {
-            meta.create("/q/n-", vec![], None, true).await.unwrap();
-        }
-        assert_eq!(meta.children("/q").await.unwrap().len(), 20, "one sequential key per call");
-        assert!(world.network.stats().duplicated >= 40, "every request and reply was duplicated");
-    });
+fn duplicated_and_reordered_requests_execute_at_most_once_even_across_a_restart() {
+    for seed in 0..8 {
+        let rule = FilterRule {
+            from: Some("probe".into()),
+            to: None,
+            kind: None,
+            reply: Some(false),
+            effect: Effect::Duplicate { percent: 100 },
+        };
+        let reorder =
+            FilterRule { from: None, to: None, kind: None, reply: None, effect: Effect::Reorder { max_ms: 400 } };
+        let setup = move |w: &Arc<World>| {
+            with_meta(w);
+            w.spawn_nemesis(schedule(vec![
+                (0, 20_000, Fault::Filter { rule: rule.clone() }),
+                (0, 20_000, Fault::Filter { rule: reorder.clone() }),
+                (3_000, 300, Fault::Crash { node: "meta-0".into() }),
+                (6_000, 300, Fault::Crash { node: "meta-0".into() }),
+            ]));
+        };
+        on_node(100 + seed, setup, |env, world| async move {
+            let meta = client(&env);
+            for i in 0..60u32 {
+                let _ = meta.create("/q/n-", i.to_le_bytes().to_vec(), None, true).await;
+            }
+            world.sleep_until(Duration::from_secs(25)).await;
+            let mut seen = std::collections::BTreeSet::new();
+            for name in meta.children("/q").await.unwrap() {
+                let (value, _) = meta.get(&format!("/q/{name}")).await.unwrap().unwrap();
+                assert!(seen.insert(value.clone()), "{value:?} was created twice");
+            }
+            let stats = world.network.stats();
+            assert!(stats.duplicated >= 40, "requests were duplicated: {stats:?}");
+        });
+    }
 }
 
 #[test]
@@ -309,7 +355,7 @@ fn a_paused_node_answers_only_after_it_resumes() {
 }
 
 #[test]
-fn a_crashed_service_restarts_from_what_it_synced() {
+fn an_acknowledged_write_survives_a_crash_of_the_service() {
     let setup = |w: &Arc<World>| {
         with_meta(w);
         w.spawn_nemesis(schedule(vec![(3_000, 2_000, Fault::Crash { node: "meta-0".into() })]));
@@ -321,6 +367,11 @@ fn a_crashed_service_restarts_from_what_it_synced() {
         world.sleep_until(Duration::from_secs(4)).await;
         assert_eq!(meta.get("/durable").await, Err(MetaError::Timeout), "down");
         world.sleep_until(Duration::from_secs(6)).await;
-        assert_eq!(meta.get("/durable").await.unwrap().unwrap().0, b"v", "acknowledged write kept");
+        // The first call to the restarted service ends unknown (see rpc.rs); ask again.
+        let mut got = meta.get("/durable").await;
+        if got == Err(MetaError::Timeout) {
+            got = meta.get("/durable").await;
+        }
+        assert_eq!(got.unwrap().unwrap().0, b"v", "acknowledged write kept");
     });
 }

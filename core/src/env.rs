@@ -72,14 +72,19 @@ pub enum Event {
     },
     /// A node found a record it cannot trust and refuses to serve.
     RefusesCorruptState {
-        offset: u64,
+        record: u64,
     },
     /// A disk operation failed; the node fell back to its durable state.
     DiskFailed {
         op: String,
     },
+    /// The service decided to expire a session (before making it durable).
     SessionExpired {
         session: u64,
+    },
+    /// A disk failure undid these expiries: the sessions live on.
+    ExpiryRolledBack {
+        sessions: Vec<u64>,
     },
     /// A stored entry failed its checksum on read; it was not returned.
     ChecksumFailed {

@@ -4,9 +4,11 @@
 //! Calls are executed at most once, as over a TCP connection: every endpoint
 //! has an incarnation nonce; a call names the incarnation of the callee it
 //! believes in, and a callee that restarted since answers `Stale` without
-//! executing (the caller learns the new nonce and resends). Within one
+//! executing. On first contact (no incarnation known) the caller learns it and
+//! resends; after a restart the outcome of the call is unknown (an earlier copy
+//! may have run on the old incarnation) and it ends as a timeout. Within one
 //! incarnation, a duplicated call (same caller incarnation and id) is dropped.
-//! So no request takes effect after its answer, nor after its callee restarted.
+//! So no call runs twice, none after its answer, none after its callee restarted.
 
 use crate::env::{Clock, Env, MsgKind, Transport};
 use crate::{bookie, meta};
@@ -213,9 +215,16 @@ impl Rpc {
             let left = deadline.saturating_sub(self.clock.mono());
             match select(rx, self.clock.sleep(left)).await {
                 Either::Left((Ok(Answer::Reply(resp)), _)) => return Ok(resp),
-                // Not executed: the callee is new to us. Resend while time is left.
-                Either::Left((Ok(Answer::Stale(callee)), _)) if self.clock.mono() < deadline => {
-                    self.lock().callees.insert(to.to_string(), callee);
+                // First contact: a call naming no incarnation is never executed,
+                // so it is safe to resend now that the callee's is known.
+                Either::Left((Ok(Answer::Stale(now)), _)) if callee == 0 && self.clock.mono() < deadline => {
+                    self.lock().callees.insert(to.to_string(), now);
+                }
+                // The callee restarted. An earlier copy of this call may have run
+                // on the old incarnation, so resending could run it twice: unknown.
+                Either::Left((Ok(Answer::Stale(now)), _)) => {
+                    self.lock().callees.insert(to.to_string(), now);
+                    return Err(RpcError::Timeout);
                 }
                 _ => {
                     self.lock().calls.remove(&id);

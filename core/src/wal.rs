@@ -1,18 +1,25 @@
 //! A checksummed, optionally mirrored, append-only record log on a [`Disk`].
 //!
-//! Record layout: `len u32 | crc32c(len) u32 | crc32c(payload) u32 | payload`.
-//! The header has its own checksum so that a flipped length reads as corruption
-//! rather than as a torn tail. With several copies, each record is taken from
-//! the first copy where it is intact; a record that is incomplete in some copy
-//! was never synced (sync covers every copy before anyone is answered), so the
-//! log ends there. A record damaged in every copy cannot be trusted: open fails.
-//! After recovery every copy is rewritten to the recovered content and synced,
-//! so the copies stay aligned and a copy damaged at rest is repaired.
+//! Record layout: `len u32 | crc32c(len, seq) u32 | seq u64 | crc32c(payload) u32 | payload`,
+//! where `seq` numbers records from 0. The header has its own checksum, so a
+//! flipped length reads as damage, not as a torn tail; a record whose payload
+//! is damaged is skipped by its (trusted) length.
+//!
+//! Each copy is parsed on its own and the copies are merged by sequence number,
+//! so they need not line up byte for byte. Sync covers every copy before anyone
+//! is answered, so every synced record is in every copy: a copy that parses to
+//! its end (possibly a torn, never-synced tail) holds all of them. The log ends
+//! at the first sequence number no copy has. It cannot be trusted (open fails)
+//! when a later record exists, or when every copy ends in damage. Recovery cuts
+//! only a copy's own torn tail, then gives every copy every recovered record
+//! (appending what it lacks, or rebuilding a copy unparseable past a damaged
+//! header), so that the copies stay equivalent.
 
 use crate::env::{Disk, DiskError};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-const HEADER: u64 = 12;
+const HEADER: u64 = 20;
 /// Reads are retried this often before damage is believed: bit flips on read
 /// are transient, flips at rest are not.
 const READ_ATTEMPTS: usize = 3;
@@ -21,182 +28,200 @@ const READ_ATTEMPTS: usize = 3;
 pub enum WalError {
     #[error("disk: {0}")]
     Disk(#[from] DiskError),
-    #[error("record at offset {offset} is damaged in every copy")]
-    Corrupt { offset: u64 },
+    #[error("record {seq} is damaged in every copy that could hold it")]
+    Corrupt { seq: u64 },
 }
 
 /// What `open` found.
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub records: Vec<Vec<u8>>,
-    /// Where each record starts, for [`Wal::read`].
+    /// Where each record starts in the first copy that holds it intact, for
+    /// [`Wal::read`] (meaningful for single-copy logs).
     pub offsets: Vec<u64>,
-    /// The recovered log, byte for byte, as every copy must hold it.
-    bytes: Vec<u8>,
-    /// Damaged record copies, rebuilt from an intact copy.
+    /// Record copies that were missing or damaged in some copy and were
+    /// written to it again from another.
     pub repaired: u64,
-    /// Unsynced bytes past the last whole record, removed.
+    /// Torn, never-synced bytes cut from the ends of copies.
     pub dropped_tail_bytes: u64,
 }
 
 pub struct Wal {
     disk: Arc<dyn Disk>,
     files: Vec<String>,
-    end: u64,
-    synced: u64,
+    next_seq: u64,
+    /// Per copy: current length and synced length.
+    len: Vec<u64>,
+    synced: Vec<u64>,
 }
 
-pub fn encode(payload: &[u8]) -> Vec<u8> {
+pub fn encode(seq: u64, payload: &[u8]) -> Vec<u8> {
     let len = (payload.len() as u32).to_le_bytes();
+    let seq = seq.to_le_bytes();
     let mut out = Vec::with_capacity(HEADER as usize + payload.len());
     out.extend_from_slice(&len);
-    out.extend_from_slice(&crc32c::crc32c(&len).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c_append(crc32c::crc32c(&len), &seq).to_le_bytes());
+    out.extend_from_slice(&seq);
     out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
     out.extend_from_slice(payload);
     out
 }
 
-enum At {
-    Valid(u64),
-    Incomplete,
-    Damaged,
+/// One copy, parsed: its intact records and how it ends.
+struct Copy {
+    records: BTreeMap<u64, (u64, Vec<u8>)>,
+    /// Where the torn tail starts (its length when there is none); `None` when
+    /// a damaged header ends the copy.
+    clean_end: Option<u64>,
 }
 
-fn record_at(buf: &[u8], offset: u64) -> At {
-    let o = offset as usize;
-    if buf.len() < o + HEADER as usize {
-        return At::Incomplete;
+fn parse_copy(buf: &[u8]) -> Copy {
+    let mut copy = Copy { records: BTreeMap::new(), clean_end: None };
+    let mut o = 0usize;
+    loop {
+        if buf.len() < o + HEADER as usize {
+            copy.clean_end = Some(o as u64);
+            return copy;
+        }
+        let word = |i: usize| u32::from_le_bytes(buf[o + i..o + i + 4].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&[&buf[o..o + 4], &buf[o + 8..o + 16]].concat()) != word(4) {
+            return copy; // a damaged header: where the next record starts is unknown
+        }
+        let len = word(0) as usize;
+        let seq = u64::from_le_bytes(buf[o + 8..o + 16].try_into().expect("8 bytes"));
+        let start = o + HEADER as usize;
+        if buf.len() < start + len {
+            copy.clean_end = Some(o as u64);
+            return copy;
+        }
+        if crc32c::crc32c(&buf[start..start + len]) == word(16) {
+            copy.records.insert(seq, (o as u64, buf[start..start + len].to_vec()));
+        }
+        o = start + len;
     }
-    let word = |i: usize| u32::from_le_bytes(buf[o + i..o + i + 4].try_into().expect("4 bytes"));
-    if crc32c::crc32c(&buf[o..o + 4]) != word(4) {
-        return At::Damaged;
+}
+
+/// Recovers the records of a log from the bytes of its copies (see the module doc).
+pub fn parse(bufs: &[Vec<u8>]) -> Result<Recovered, WalError> {
+    merge(&bufs.iter().map(|b| parse_copy(b)).collect::<Vec<_>>())
+}
+
+/// Merges parsed copies by sequence number.
+fn merge(copies: &[Copy]) -> Result<Recovered, WalError> {
+    let mut rec = Recovered::default();
+    let mut seq = 0;
+    while let Some((offset, payload)) = copies.iter().find_map(|c| c.records.get(&seq)) {
+        rec.records.push(payload.clone());
+        rec.offsets.push(*offset);
+        seq += 1;
     }
-    let len = word(0) as usize;
-    let start = o + HEADER as usize;
-    if buf.len() < start + len {
-        return At::Incomplete;
+    let beyond = copies.iter().any(|c| c.records.range(seq..).next().is_some());
+    if beyond || copies.iter().all(|c| c.clean_end.is_none()) {
+        return Err(WalError::Corrupt { seq });
     }
-    if crc32c::crc32c(&buf[start..start + len]) != word(8) {
-        return At::Damaged;
-    }
-    At::Valid(len as u64)
+    Ok(rec)
 }
 
 impl Wal {
     /// Opens (or creates) the log `name` kept in `copies` files, recovering
-    /// every intact record and cutting off an unsynced tail.
+    /// every intact record, cutting off torn tails, and giving every copy
+    /// every recovered record again (so one later flip at rest is survivable).
     pub async fn open(disk: Arc<dyn Disk>, name: &str, copies: usize) -> Result<(Wal, Recovered), WalError> {
         let files: Vec<String> = (0..copies).map(|i| format!("{name}.{i}")).collect();
         let mut attempt = 0;
-        let (recovered, bufs) = loop {
+        let (parsed, mut recovered) = loop {
             attempt += 1;
-            match Self::scan(&*disk, &files) {
-                Err(e) if attempt < READ_ATTEMPTS => drop(e),
-                other => break other?,
+            let attempt_result = files
+                .iter()
+                .map(|f| disk.read(f, 0, disk.len(f)).map(|b| parse_copy(&b)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(WalError::from)
+                .and_then(|parsed| Ok((merge(&parsed)?, parsed)));
+            match attempt_result {
+                Ok((rec, parsed)) => break (parsed, rec),
+                Err(e) if attempt >= READ_ATTEMPTS => return Err(e),
+                Err(_) => {}
             }
         };
-        // One copy at a time, so another copy always holds what is being rewritten.
-        let good = &recovered.bytes;
-        for (f, buf) in files.iter().zip(&bufs) {
-            let same = buf.iter().zip(good).take_while(|(a, b)| a == b).count();
-            if same == buf.len() && same == good.len() {
-                continue;
+        // One copy at a time, each synced before the next is touched.
+        for (f, copy) in files.iter().zip(&parsed) {
+            let now = disk.len(f);
+            let missing: Vec<usize> =
+                (0..recovered.records.len()).filter(|s| !copy.records.contains_key(&(*s as u64))).collect();
+            match copy.clean_end {
+                Some(end) => {
+                    if end < now {
+                        disk.truncate(f, end)?;
+                        recovered.dropped_tail_bytes += now - end;
+                    }
+                    if missing.is_empty() {
+                        continue;
+                    }
+                    for &s in &missing {
+                        disk.append(f, &encode(s as u64, &recovered.records[s]))?;
+                    }
+                    recovered.repaired += missing.len() as u64;
+                }
+                // Unparseable past a damaged header: rebuild it. Some other copy
+                // parsed to its end, so it holds every record that was ever synced.
+                None => {
+                    disk.truncate(f, 0)?;
+                    for (s, payload) in recovered.records.iter().enumerate() {
+                        disk.append(f, &encode(s as u64, payload))?;
+                    }
+                    recovered.repaired += missing.len() as u64;
+                }
             }
-            if same < buf.len() {
-                disk.truncate(f, same as u64)?;
-            }
-            disk.append(f, &good[same..])?;
             disk.sync(f).await?;
         }
-        let end = good.len() as u64;
-        Ok((Wal { disk, files, end, synced: end }, recovered))
-    }
-
-    fn scan(disk: &dyn Disk, files: &[String]) -> Result<(Recovered, Vec<Vec<u8>>), WalError> {
-        let bufs = files.iter().map(|f| disk.read(f, 0, disk.len(f))).collect::<Result<Vec<_>, _>>()?;
-        Ok((parse(&bufs)?, bufs))
+        let len: Vec<u64> = files.iter().map(|f| disk.len(f)).collect();
+        let next_seq = recovered.records.len() as u64;
+        Ok((Wal { disk, files, next_seq, synced: len.clone(), len }, recovered))
     }
 
     /// Appends one record to every copy; volatile until [`Wal::sync`].
-    /// Returns where the record starts.
+    /// Returns where the record starts in the first copy.
     pub fn append(&mut self, payload: &[u8]) -> Result<u64, DiskError> {
-        let bytes = encode(payload);
-        for f in &self.files {
+        let bytes = encode(self.next_seq, payload);
+        for (f, len) in self.files.iter().zip(&mut self.len) {
             self.disk.append(f, &bytes)?;
+            *len += bytes.len() as u64;
         }
-        let at = self.end;
-        self.end += bytes.len() as u64;
-        Ok(at)
+        self.next_seq += 1;
+        Ok(self.len[0] - bytes.len() as u64)
     }
 
-    /// Reads the record at `offset` from the first copy where it is intact.
+    /// Reads the record at `offset` of the first copy, checking it.
     pub fn read(&self, offset: u64) -> Result<Vec<u8>, WalError> {
-        let mut damaged = false;
-        for f in &self.files {
-            let header = match self.disk.read(f, offset, HEADER) {
-                Ok(h) => h,
-                Err(_) => continue,
-            };
-            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as u64;
-            let Ok(buf) = self.disk.read(f, offset, HEADER + len.min(1 << 26)) else {
-                damaged = true;
-                continue;
-            };
-            match record_at(&buf, 0) {
-                At::Valid(len) => return Ok(buf[HEADER as usize..(HEADER + len) as usize].to_vec()),
-                _ => damaged = true,
-            }
-        }
-        Err(if damaged { WalError::Corrupt { offset } } else { WalError::Disk(DiskError::Io) })
+        let f = &self.files[0];
+        let header = self.disk.read(f, offset, HEADER)?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as u64;
+        let buf = self.disk.read(f, offset, HEADER + len.min(self.len[0].saturating_sub(offset + HEADER)))?;
+        let copy = parse_copy(&buf);
+        copy.records.into_values().next().map(|(_, p)| p).ok_or(WalError::Corrupt { seq: u64::MAX })
     }
 
     pub async fn sync(&mut self) -> Result<(), DiskError> {
         for f in &self.files {
             self.disk.sync(f).await?;
         }
-        self.synced = self.end;
+        self.synced.clone_from(&self.len);
         Ok(())
     }
 
     pub fn has_unsynced(&self) -> bool {
-        self.end > self.synced
+        self.len != self.synced
     }
 
-    /// Cuts every copy back to what was last synced (after a failed write or sync).
+    /// Cuts every copy back to what was last synced (after a failed write or
+    /// sync); the caller then recovers from disk.
     pub fn rollback(&mut self) -> Result<(), DiskError> {
-        for f in &self.files {
-            if self.disk.len(f) > self.synced {
-                self.disk.truncate(f, self.synced)?;
+        for ((f, len), synced) in self.files.iter().zip(&mut self.len).zip(&self.synced) {
+            if self.disk.len(f) > *synced {
+                self.disk.truncate(f, *synced)?;
             }
+            *len = *synced;
         }
-        self.end = self.synced;
         Ok(())
-    }
-}
-
-/// Recovers the records of a log from the bytes of its copies (see the module doc).
-pub fn parse(bufs: &[Vec<u8>]) -> Result<Recovered, WalError> {
-    let longest = bufs.iter().map(|b| b.len() as u64).max().unwrap_or(0);
-    let mut rec = Recovered::default();
-    let mut offset = 0;
-    loop {
-        let found: Vec<At> = bufs.iter().map(|b| record_at(b, offset)).collect();
-        if let Some((copy, len)) = found.iter().enumerate().find_map(|(i, a)| match a {
-            At::Valid(len) => Some((i, *len)),
-            _ => None,
-        }) {
-            let (at, start) = (offset as usize, (offset + HEADER) as usize);
-            let buf = &bufs[copy];
-            rec.records.push(buf[start..start + len as usize].to_vec());
-            rec.offsets.push(offset);
-            rec.bytes.extend_from_slice(&buf[at..start + len as usize]);
-            rec.repaired += found.iter().filter(|a| matches!(a, At::Damaged)).count() as u64;
-            offset += HEADER + len;
-        } else if found.iter().any(|a| matches!(a, At::Incomplete)) {
-            rec.dropped_tail_bytes = longest - offset;
-            return Ok(rec);
-        } else {
-            return Err(WalError::Corrupt { offset });
-        }
     }
 }

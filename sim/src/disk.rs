@@ -34,6 +34,8 @@ pub struct CrashLoss {
 struct File {
     data: Vec<u8>,
     synced: usize,
+    /// Counts truncations: a sync that spans one makes nothing new durable.
+    truncations: u64,
 }
 
 pub struct SimDisk {
@@ -44,6 +46,7 @@ struct State {
     files: BTreeMap<String, File>,
     faults: DiskFaults,
     rng: ChaCha8Rng,
+    read_flips: u64,
 }
 
 /// Latency of a healthy fsync.
@@ -51,7 +54,7 @@ const FSYNC: std::ops::RangeInclusive<Duration> = Duration::from_micros(500)..=D
 
 impl SimDisk {
     pub fn new(rng: ChaCha8Rng) -> SimDisk {
-        SimDisk { state: Mutex::new(State { files: BTreeMap::new(), faults: DiskFaults::default(), rng }) }
+        SimDisk { state: Mutex::new(State { files: BTreeMap::new(), faults: DiskFaults::default(), rng, read_flips: 0 }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -98,6 +101,11 @@ impl SimDisk {
         Some((name, at as u64))
     }
 
+    /// How many reads returned a flipped bit.
+    pub fn read_flips(&self) -> u64 {
+        self.lock().read_flips
+    }
+
     /// The bytes that would survive a crash now, per file (for final-state checks).
     pub fn durable_snapshot(&self) -> BTreeMap<String, Vec<u8>> {
         self.lock().files.iter().map(|(n, f)| (n.clone(), f.data[..f.synced].to_vec())).collect()
@@ -136,6 +144,7 @@ impl Disk for SimDisk {
         if !out.is_empty() && p > 0 && st.rng.gen_range(0..1000) < p {
             let at = st.rng.gen_range(0..out.len());
             out[at] ^= 1 << st.rng.gen_range(0..8);
+            st.read_flips += 1;
         }
         Ok(out)
     }
@@ -152,6 +161,7 @@ impl Disk for SimDisk {
         if let Some(f) = st.files.get_mut(file) {
             f.data.truncate(len as usize);
             f.synced = f.synced.min(f.data.len());
+            f.truncations += 1;
         }
         Ok(())
     }
@@ -171,10 +181,11 @@ impl Disk for SimDisk {
 
     fn sync<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<(), DiskError>> {
         Box::pin(async move {
-            let (delay, failed, upto) = {
+            let (delay, failed, upto, truncations) = {
                 let mut st = self.lock();
                 let delay = st.rng.gen_range(FSYNC) + st.faults.slow_fsync;
-                (delay, st.io_error(), st.files.get(file).map_or(0, |f| f.data.len()))
+                let (len, truncations) = st.files.get(file).map_or((0, 0), |f| (f.data.len(), f.truncations));
+                (delay, st.io_error(), len, truncations)
             };
             madsim::time::sleep(delay).await;
             if failed {
@@ -182,7 +193,7 @@ impl Disk for SimDisk {
             }
             // Only what was written before the sync began is made durable; a
             // crash during the sleep kills this task and nothing is synced.
-            if let Some(f) = self.lock().files.get_mut(file) {
+            if let Some(f) = self.lock().files.get_mut(file).filter(|f| f.truncations == truncations) {
                 f.synced = f.synced.max(upto.min(f.data.len()));
             }
             Ok(())

@@ -91,7 +91,7 @@ impl Bookie {
                                 bookie.fenced.insert(ledger);
                             }
                             Err(_) => {
-                                env.events.event(Event::RefusesCorruptState { offset: *offset });
+                                env.events.event(Event::RefusesCorruptState { record: *offset });
                                 return bookie;
                             }
                         }
@@ -105,8 +105,8 @@ impl Bookie {
                     bookie.journal = Some(wal);
                     return bookie;
                 }
-                Err(WalError::Corrupt { offset }) => {
-                    env.events.event(Event::RefusesCorruptState { offset });
+                Err(WalError::Corrupt { seq }) => {
+                    env.events.event(Event::RefusesCorruptState { record: seq });
                     return bookie;
                 }
                 Err(WalError::Disk(_)) => env.sleep(DISK_RETRY).await,

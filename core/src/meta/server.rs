@@ -68,7 +68,7 @@ impl Node {
                                 store.apply(txn);
                             }
                             _ => {
-                                env.events.event(Event::RefusesCorruptState { offset: i as u64 });
+                                env.events.event(Event::RefusesCorruptState { record: i as u64 });
                                 return Node::Refusing;
                             }
                         }
@@ -84,8 +84,8 @@ impl Node {
                     let deadlines = store.sessions.iter().map(|(s, t)| (*s, now + Duration::from_millis(*t))).collect();
                     return Node::Serving(Box::new(Service { store, wal, deadlines }));
                 }
-                Err(WalError::Corrupt { offset }) => {
-                    env.events.event(Event::RefusesCorruptState { offset });
+                Err(WalError::Corrupt { seq }) => {
+                    env.events.event(Event::RefusesCorruptState { record: seq });
                     return Node::Refusing;
                 }
                 Err(WalError::Disk(_)) => env.sleep(DISK_RETRY).await,
@@ -157,6 +157,7 @@ impl Node {
         ok = ok && svc.wal.sync().await.is_ok();
         if !ok {
             env.events.event(Event::DiskFailed { op: "expire".into() });
+            env.events.event(Event::ExpiryRolledBack { sessions: expired });
             self.reset(env).await;
         }
     }

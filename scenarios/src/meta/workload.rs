@@ -5,6 +5,7 @@ use mqsim_core::env::Env;
 use mqsim_core::meta::{MetaClient, MetaError, Reply, Request, SessionId};
 use mqsim_sim::history::Kind;
 use mqsim_sim::World;
+use futures::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -152,26 +153,34 @@ async fn heartbeats(
     }
 }
 
-/// The checker node: reads every key the run touched, and every listed
-/// directory, through the protocol (retrying while the service recovers).
+/// The checker node: lists every directory and reads every regular and
+/// sequential key the run touched, through the protocol, many at a time
+/// (retrying while the service recovers); ephemeral keys are judged by the
+/// listing of `/e`. A last `final_reads` operation marks that all were done.
 pub async fn final_reads(env: Env, world: Arc<World>) {
     let meta = MetaClient::new(&env, SERVER, REQUEST_TIMEOUT);
+    let all = world.history.invoke(&env.name, "final_reads", json!({}));
     let mut keys = BTreeSet::new();
     for r in world.history.records() {
         if let Some(k) = r.str("path").or(r.str("key")) {
-            if !k.ends_with("item-") && !["/k", "/e", "/q"].contains(&k) {
+            if k.starts_with("/k/") || (k.starts_with("/q/") && !k.ends_with("item-")) {
                 keys.insert(k.to_string());
             }
         }
     }
     let dirs = ["/k", "/e", "/q"].map(|d| ("children", Request::Children { path: d.to_string() }));
     let gets = keys.into_iter().map(|k| ("get", Request::Get { path: k }));
-    for (op, req) in dirs.into_iter().chain(gets) {
-        for _attempt in 0..5 {
-            match record(&env, &world, &meta, op, req.clone()).await {
-                Ok(_) => break,
-                Err(_) => env.sleep(Duration::from_millis(500)).await,
+    let reads = dirs.into_iter().chain(gets).map(|(op, req)| {
+        let (env, world, meta) = (&env, &world, &meta);
+        async move {
+            for _attempt in 0..5 {
+                if record(env, world, meta, op, req.clone()).await.is_ok() {
+                    return;
+                }
+                env.sleep(Duration::from_millis(500)).await;
             }
         }
-    }
+    });
+    futures::stream::iter(reads).buffer_unordered(32).collect::<Vec<()>>().await;
+    world.history.complete(&env.name, all, "final_reads", Kind::Ok, json!({}));
 }
