@@ -94,87 +94,99 @@ fn sync_covers_only_what_was_written_before_it_began() {
 
 #[test]
 fn a_bit_flip_at_rest_is_caught_by_the_checksum_and_survived_with_a_mirror() {
-    on_node(2, |_| {}, |env, _| async move {
-        let (mut wal, _) = Wal::open(env.disk.clone(), "one", 1).await.unwrap();
-        let (mut mirrored, _) = Wal::open(env.disk.clone(), "two", 2).await.unwrap();
-        for i in 0..20u32 {
-            wal.append(&i.to_le_bytes()).unwrap();
-            mirrored.append(&i.to_le_bytes()).unwrap();
-        }
-        wal.sync().await.unwrap();
-        mirrored.sync().await.unwrap();
-        // Flip one bit in the payload of record 10 (24 bytes a record) of the
-        // single copy and of one mirror copy.
-        let at = 10 * 24 + 21;
-        for file in ["one.0", "two.1"] {
-            let mut bytes = env.disk.read(file, 0, env.disk.len(file)).unwrap();
-            bytes[at] ^= 0x10;
-            env.disk.truncate(file, 0).unwrap();
-            env.disk.append(file, &bytes).unwrap();
-            env.disk.sync(file).await.unwrap();
-        }
-        let single = Wal::open(env.disk.clone(), "one", 1).await.err();
-        assert_eq!(single, Some(WalError::Corrupt { seq: 10 }), "damaged record refused, never returned");
-        let (mut reopened, found) = Wal::open(env.disk.clone(), "two", 2).await.unwrap();
-        assert_eq!(found.records.len(), 20);
-        assert_eq!(found.records[10], 10u32.to_le_bytes(), "taken from the intact copy");
-        assert_eq!(found.repaired, 1);
-        reopened.append(&20u32.to_le_bytes()).unwrap();
-        reopened.sync().await.unwrap();
-        assert_eq!(Wal::open(env.disk.clone(), "two", 2).await.unwrap().1.records.len(), 21, "appends go on");
-    });
+    on_node(
+        2,
+        |_| {},
+        |env, _| async move {
+            let (mut wal, _) = Wal::open(env.disk.clone(), "one", 1).await.unwrap();
+            let (mut mirrored, _) = Wal::open(env.disk.clone(), "two", 2).await.unwrap();
+            for i in 0..20u32 {
+                wal.append(&i.to_le_bytes()).unwrap();
+                mirrored.append(&i.to_le_bytes()).unwrap();
+            }
+            wal.sync().await.unwrap();
+            mirrored.sync().await.unwrap();
+            // Flip one bit in the payload of record 10 (24 bytes a record) of the
+            // single copy and of one mirror copy.
+            let at = 10 * 24 + 21;
+            for file in ["one.0", "two.1"] {
+                let mut bytes = env.disk.read(file, 0, env.disk.len(file)).unwrap();
+                bytes[at] ^= 0x10;
+                env.disk.truncate(file, 0).unwrap();
+                env.disk.append(file, &bytes).unwrap();
+                env.disk.sync(file).await.unwrap();
+            }
+            let single = Wal::open(env.disk.clone(), "one", 1).await.err();
+            assert_eq!(single, Some(WalError::Corrupt { seq: 10 }), "damaged record refused, never returned");
+            let (mut reopened, found) = Wal::open(env.disk.clone(), "two", 2).await.unwrap();
+            assert_eq!(found.records.len(), 20);
+            assert_eq!(found.records[10], 10u32.to_le_bytes(), "taken from the intact copy");
+            assert_eq!(found.repaired, 1);
+            reopened.append(&20u32.to_le_bytes()).unwrap();
+            reopened.sync().await.unwrap();
+            assert_eq!(Wal::open(env.disk.clone(), "two", 2).await.unwrap().1.records.len(), 21, "appends go on");
+        },
+    );
 }
 
 #[test]
 fn a_record_synced_in_one_mirror_only_is_copied_to_the_other_at_recovery() {
-    on_node(12, |_| {}, |env, _| async move {
-        let (mut wal, _) = Wal::open(env.disk.clone(), "m", 2).await.unwrap();
-        for i in 0..20u32 {
-            wal.append(&i.to_le_bytes()).unwrap();
-        }
-        wal.sync().await.unwrap();
-        // A crash between the syncs of the two copies: record 20 only in m.0.
-        wal.append(&20u32.to_le_bytes()).unwrap();
-        env.disk.sync("m.0").await.unwrap();
-        env.disk.truncate("m.1", 20 * 24).unwrap();
-        let (_, found) = Wal::open(env.disk.clone(), "m", 2).await.unwrap();
-        assert_eq!((found.records.len(), found.repaired), (21, 1), "record 20 kept and copied to m.1");
-        // Now one flip at rest in m.0's copy of record 20 is survivable.
-        let mut bytes = env.disk.read("m.0", 0, env.disk.len("m.0")).unwrap();
-        bytes[20 * 24 + 21] ^= 1;
-        env.disk.truncate("m.0", 0).unwrap();
-        env.disk.append("m.0", &bytes).unwrap();
-        let (_, found) = Wal::open(env.disk.clone(), "m", 2).await.unwrap();
-        assert_eq!(found.records[20], 20u32.to_le_bytes());
-    });
+    on_node(
+        12,
+        |_| {},
+        |env, _| async move {
+            let (mut wal, _) = Wal::open(env.disk.clone(), "m", 2).await.unwrap();
+            for i in 0..20u32 {
+                wal.append(&i.to_le_bytes()).unwrap();
+            }
+            wal.sync().await.unwrap();
+            // A crash between the syncs of the two copies: record 20 only in m.0.
+            wal.append(&20u32.to_le_bytes()).unwrap();
+            env.disk.sync("m.0").await.unwrap();
+            env.disk.truncate("m.1", 20 * 24).unwrap();
+            let (_, found) = Wal::open(env.disk.clone(), "m", 2).await.unwrap();
+            assert_eq!((found.records.len(), found.repaired), (21, 1), "record 20 kept and copied to m.1");
+            // Now one flip at rest in m.0's copy of record 20 is survivable.
+            let mut bytes = env.disk.read("m.0", 0, env.disk.len("m.0")).unwrap();
+            bytes[20 * 24 + 21] ^= 1;
+            env.disk.truncate("m.0", 0).unwrap();
+            env.disk.append("m.0", &bytes).unwrap();
+            let (_, found) = Wal::open(env.disk.clone(), "m", 2).await.unwrap();
+            assert_eq!(found.records[20], 20u32.to_le_bytes());
+        },
+    );
 }
 
 #[test]
 fn bit_flips_on_read_are_retried_and_never_returned_as_data() {
-    on_node(3, |_| {}, |env, world| async move {
-        let (mut wal, _) = Wal::open(env.disk.clone(), "log", 1).await.unwrap();
-        for i in 0..50u32 {
-            wal.append(&i.to_le_bytes()).unwrap();
-        }
-        wal.sync().await.unwrap();
-        let disk = world.disk("probe");
-        // Every read flips a bit: the log is refused, never misread.
-        disk.set_faults(DiskFaults { read_flip_per_mille: 1000, ..Default::default() });
-        assert!(matches!(Wal::open(env.disk.clone(), "log", 1).await, Err(WalError::Corrupt { .. })));
-        // Some reads flip a bit: retries get a clean read.
-        disk.set_faults(DiskFaults { read_flip_per_mille: 300, ..Default::default() });
-        let before = disk.read_flips();
-        let mut opened = 0;
-        for _ in 0..10 {
-            if let Ok((_, found)) = Wal::open(env.disk.clone(), "log", 1).await {
-                let expected: Vec<Vec<u8>> = (0..50u32).map(|i| i.to_le_bytes().to_vec()).collect();
-                assert_eq!(found.records, expected);
-                opened += 1;
+    on_node(
+        3,
+        |_| {},
+        |env, world| async move {
+            let (mut wal, _) = Wal::open(env.disk.clone(), "log", 1).await.unwrap();
+            for i in 0..50u32 {
+                wal.append(&i.to_le_bytes()).unwrap();
             }
-        }
-        assert!(disk.read_flips() > before, "flips happened while opening");
-        assert!(opened >= 8, "retries got through: {opened}/10");
-    });
+            wal.sync().await.unwrap();
+            let disk = world.disk("probe");
+            // Every read flips a bit: the log is refused, never misread.
+            disk.set_faults(DiskFaults { read_flip_per_mille: 1000, ..Default::default() });
+            assert!(matches!(Wal::open(env.disk.clone(), "log", 1).await, Err(WalError::Corrupt { .. })));
+            // Some reads flip a bit: retries get a clean read.
+            disk.set_faults(DiskFaults { read_flip_per_mille: 300, ..Default::default() });
+            let before = disk.read_flips();
+            let mut opened = 0;
+            for _ in 0..10 {
+                if let Ok((_, found)) = Wal::open(env.disk.clone(), "log", 1).await {
+                    let expected: Vec<Vec<u8>> = (0..50u32).map(|i| i.to_le_bytes().to_vec()).collect();
+                    assert_eq!(found.records, expected);
+                    opened += 1;
+                }
+            }
+            assert!(disk.read_flips() > before, "flips happened while opening");
+            assert!(opened >= 8, "retries got through: {opened}/10");
+        },
+    );
 }
 
 #[test]
@@ -239,8 +251,8 @@ fn clocks_skew_drift_and_jump() {
             let half = env.clock.mono() - mono1;
             assert!((half.as_secs_f64() - 0.5).abs() < 0.001, "{half:?}");
             let before = env.clock.mono();
-        clock.set_drift(0);
-        assert!(env.clock.mono() >= before, "a drift change never moves the monotonic clock back");
+            clock.set_drift(0);
+            assert!(env.clock.mono() >= before, "a drift change never moves the monotonic clock back");
         },
     );
 }

@@ -19,6 +19,8 @@ pub enum Bug {
     WriterIgnoresFenced,
     /// Recovery proceeds after a single fence response instead of quorum coverage.
     FenceOneResponse,
+    /// The replication worker points the ensemble at the replacement before copying.
+    AuditorMarksBeforeCopy,
 }
 
 impl Bug {
@@ -29,6 +31,7 @@ impl Bug {
         Bug::RecoveryStartAtLac,
         Bug::WriterIgnoresFenced,
         Bug::FenceOneResponse,
+        Bug::AuditorMarksBeforeCopy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Bug {
             Bug::RecoveryStartAtLac => "recovery-start-at-lac",
             Bug::WriterIgnoresFenced => "writer-ignores-fenced",
             Bug::FenceOneResponse => "fence-one-response",
+            Bug::AuditorMarksBeforeCopy => "auditor-marks-before-copy",
         }
     }
 
@@ -54,6 +58,9 @@ impl Bug {
             }
             Bug::WriterIgnoresFenced => "the ledger writer replaces fenced bookies and ignores IN_RECOVERY metadata",
             Bug::FenceOneResponse => "ledger recovery proceeds after one fence response, not quorum coverage",
+            Bug::AuditorMarksBeforeCopy => {
+                "re-replication points a fragment at its new bookie before copying the entries"
+            }
         }
     }
 

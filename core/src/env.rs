@@ -64,33 +64,17 @@ pub trait Clock: Send + Sync {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A node recovered its state from disk.
-    Recovered {
-        records: u64,
-        zxid: u64,
-        repaired: u64,
-        dropped_tail_bytes: u64,
-    },
+    Recovered { records: u64, zxid: u64, repaired: u64, dropped_tail_bytes: u64 },
     /// A node found a record it cannot trust and refuses to serve.
-    RefusesCorruptState {
-        record: u64,
-    },
+    RefusesCorruptState { record: u64 },
     /// A disk operation failed; the node fell back to its durable state.
-    DiskFailed {
-        op: String,
-    },
+    DiskFailed { op: String },
     /// The service decided to expire a session (before making it durable).
-    SessionExpired {
-        session: u64,
-    },
+    SessionExpired { session: u64 },
     /// A disk failure undid these expiries: the sessions live on.
-    ExpiryRolledBack {
-        sessions: Vec<u64>,
-    },
+    ExpiryRolledBack { sessions: Vec<u64> },
     /// A stored entry failed its checksum on read; it was not returned.
-    ChecksumFailed {
-        ledger: u64,
-        entry: i64,
-    },
+    ChecksumFailed { ledger: u64, entry: i64 },
     /// Protocol steps of the ledger layer, for timelines and checkers.
     Ledger(LedgerEvent),
 }
@@ -99,16 +83,46 @@ pub enum Event {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum LedgerEvent {
-    Created { ledger: u64, ensemble: Vec<String>, qw: usize, qa: usize },
-    EnsembleChanged { ledger: u64, from_entry: i64, ensemble: Vec<String> },
-    RecoveryStarted { ledger: u64 },
+    Created {
+        ledger: u64,
+        ensemble: Vec<String>,
+        qw: usize,
+        qa: usize,
+    },
+    EnsembleChanged {
+        ledger: u64,
+        from_entry: i64,
+        ensemble: Vec<String>,
+    },
+    RecoveryStarted {
+        ledger: u64,
+    },
     /// Fencing reached quorum coverage: no normal add can be acknowledged any more.
-    Fenced { ledger: u64, lac: i64 },
-    RecoveryClosed { ledger: u64, last_entry: i64 },
-    Closed { ledger: u64, last_entry: i64 },
-    MarkedUnderReplicated { ledger: u64, lost: Vec<String> },
-    FragmentReplicated { ledger: u64, first_entry: i64, from: String, to: String },
-    MarkedReplicated { ledger: u64 },
+    Fenced {
+        ledger: u64,
+        lac: i64,
+    },
+    RecoveryClosed {
+        ledger: u64,
+        last_entry: i64,
+    },
+    Closed {
+        ledger: u64,
+        last_entry: i64,
+    },
+    MarkedUnderReplicated {
+        ledger: u64,
+        lost: Vec<String>,
+    },
+    FragmentReplicated {
+        ledger: u64,
+        first_entry: i64,
+        from: String,
+        to: String,
+    },
+    MarkedReplicated {
+        ledger: u64,
+    },
 }
 
 pub trait EventSink: Send + Sync {

@@ -11,9 +11,10 @@
 //! its end (possibly a torn, never-synced tail) holds all of them. The log ends
 //! at the first sequence number no copy has. It cannot be trusted (open fails)
 //! when a later record exists, or when every copy ends in damage. Recovery cuts
-//! only a copy's own torn tail, then gives every copy every recovered record
-//! (appending what it lacks, or rebuilding a copy unparseable past a damaged
-//! header), so that the copies stay equivalent.
+//! only a copy's own torn tail and appends to every copy that parsed to its
+//! end the records it lacks, so that the copies stay equivalent. It never
+//! destroys anything on evidence a misread could fake: a copy that ends in a
+//! damaged header is left alone, and the copies that parse carry the log.
 
 use crate::env::{Disk, DiskError};
 use std::collections::BTreeMap;
@@ -143,35 +144,26 @@ impl Wal {
                 Err(_) => {}
             }
         };
-        // One copy at a time, each synced before the next is touched.
+        // Nothing is ever destroyed on evidence a misread could fake: a copy
+        // that ends in damage is left as it is (the intact copies carry the
+        // log); a copy that parsed to its end loses only its torn tail and gets
+        // the records it lacks appended, synced before the next copy is touched.
         for (f, copy) in files.iter().zip(&parsed) {
+            let Some(end) = copy.clean_end else { continue };
             let now = disk.len(f);
+            if end < now {
+                disk.truncate(f, end)?;
+                recovered.dropped_tail_bytes += now - end;
+            }
             let missing: Vec<usize> =
                 (0..recovered.records.len()).filter(|s| !copy.records.contains_key(&(*s as u64))).collect();
-            match copy.clean_end {
-                Some(end) => {
-                    if end < now {
-                        disk.truncate(f, end)?;
-                        recovered.dropped_tail_bytes += now - end;
-                    }
-                    if missing.is_empty() {
-                        continue;
-                    }
-                    for &s in &missing {
-                        disk.append(f, &encode(s as u64, &recovered.records[s]))?;
-                    }
-                    recovered.repaired += missing.len() as u64;
-                }
-                // Unparseable past a damaged header: rebuild it. Some other copy
-                // parsed to its end, so it holds every record that was ever synced.
-                None => {
-                    disk.truncate(f, 0)?;
-                    for (s, payload) in recovered.records.iter().enumerate() {
-                        disk.append(f, &encode(s as u64, payload))?;
-                    }
-                    recovered.repaired += missing.len() as u64;
-                }
+            if missing.is_empty() {
+                continue;
             }
+            for &s in &missing {
+                disk.append(f, &encode(s as u64, &recovered.records[s]))?;
+            }
+            recovered.repaired += missing.len() as u64;
             disk.sync(f).await?;
         }
         let len: Vec<u64> = files.iter().map(|f| disk.len(f)).collect();

@@ -47,7 +47,7 @@ pub trait Scenario: Sync {
 }
 
 pub fn all() -> &'static [&'static dyn Scenario] {
-    &[&meta::Meta, &ledger::LedgerFencing]
+    &[&meta::Meta, &ledger::LedgerFencing, &ledger::LedgerRepair]
 }
 
 pub fn find(name: &str) -> Option<&'static dyn Scenario> {

@@ -87,4 +87,3 @@ pub fn ops(history: &[Record]) -> Vec<Op<'_>> {
     }
     ops
 }
-

@@ -54,7 +54,9 @@ const FSYNC: std::ops::RangeInclusive<Duration> = Duration::from_micros(500)..=D
 
 impl SimDisk {
     pub fn new(rng: ChaCha8Rng) -> SimDisk {
-        SimDisk { state: Mutex::new(State { files: BTreeMap::new(), faults: DiskFaults::default(), rng, read_flips: 0 }) }
+        SimDisk {
+            state: Mutex::new(State { files: BTreeMap::new(), faults: DiskFaults::default(), rng, read_flips: 0 }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

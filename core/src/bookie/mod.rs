@@ -80,7 +80,8 @@ struct Bookie {
 
 impl Bookie {
     async fn recover(env: &Env) -> Bookie {
-        let mut bookie = Bookie { journal: None, index: BTreeMap::new(), fenced: BTreeSet::new(), lac: BTreeMap::new() };
+        let mut bookie =
+            Bookie { journal: None, index: BTreeMap::new(), fenced: BTreeSet::new(), lac: BTreeMap::new() };
         loop {
             match Wal::open(env.disk.clone(), JOURNAL, 1).await {
                 Ok((wal, found)) => {
@@ -197,7 +198,9 @@ impl Bookie {
                 };
                 let stored = journal.read(offset).ok().and_then(|b| postcard::from_bytes::<Record>(&b).ok());
                 Ok(match stored {
-                    Some(Record::Add(e)) if e.intact() && e.ledger == *ledger && e.entry == *entry => Response::Entry(e),
+                    Some(Record::Add(e)) if e.intact() && e.ledger == *ledger && e.entry == *entry => {
+                        Response::Entry(e)
+                    }
                     _ => {
                         env.events.event(Event::ChecksumFailed { ledger: *ledger, entry: *entry });
                         Response::Error(BookieError::Fault)

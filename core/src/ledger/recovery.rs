@@ -108,7 +108,12 @@ async fn read_for_recovery(
 
 /// Writes `entry` to its write set with recovery adds until Qa stored it,
 /// replacing failed bookies (the change reaches the metadata only at close).
-async fn rewrite(c: &LedgerClient, meta: &mut LedgerMeta, ledger: LedgerId, entry: bookie::Entry) -> Result<(), LedgerError> {
+async fn rewrite(
+    c: &LedgerClient,
+    meta: &mut LedgerMeta,
+    ledger: LedgerId,
+    entry: bookie::Entry,
+) -> Result<(), LedgerError> {
     for _ in 0..5 {
         let set = meta.write_set(entry.entry);
         let mut answers = c.fan_out(&set, |_| bookie::Request::Add { entry: entry.clone(), recovery: true });

@@ -135,8 +135,17 @@ impl Actor {
         result: Result<bookie::Response, BookieError>,
         inflight: &mut FuturesUnordered<BoxFuture<'static, Answer>>,
     ) {
-        // Answers for finished entries, or from a bookie replaced since, are moot.
-        if !self.pending.contains_key(&id) || !self.meta.write_set(id).contains(&bookie) {
+        // An answer from a bookie replaced since is moot.
+        if !self.meta.write_set(id).contains(&bookie) {
+            return;
+        }
+        // A failure after the entry reached Qa elsewhere (a delayed write
+        // failure) still replaces the bookie, so later entries get Qw copies.
+        if !self.pending.contains_key(&id) {
+            let failed = !matches!(result, Ok(bookie::Response::Added) | Err(BookieError::Fenced));
+            if failed && self.failed.is_none() && self.meta.last_fragment().1.contains(&bookie) {
+                self.replace(&bookie, inflight).await;
+            }
             return;
         }
         match result {
@@ -191,7 +200,8 @@ impl Actor {
             match self.c.write_meta(self.ledger, &next, self.version).await {
                 Ok(Some(version)) => {
                     (self.meta, self.version) = (next, version);
-                    let event = LedgerEvent::EnsembleChanged { ledger: self.ledger, from_entry: self.lac + 1, ensemble };
+                    let event =
+                        LedgerEvent::EnsembleChanged { ledger: self.ledger, from_entry: self.lac + 1, ensemble };
                     self.c.event(event);
                     break;
                 }

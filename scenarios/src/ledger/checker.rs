@@ -34,7 +34,11 @@ pub struct Final {
 }
 
 impl Final {
-    pub fn from_journals(journals: &BTreeMap<String, Vec<u8>>, registered: Option<BTreeSet<String>>, repaired: bool) -> Final {
+    pub fn from_journals(
+        journals: &BTreeMap<String, Vec<u8>>,
+        registered: Option<BTreeSet<String>>,
+        repaired: bool,
+    ) -> Final {
         let stored = journals
             .iter()
             .map(|(b, bytes)| {
@@ -44,6 +48,16 @@ impl Final {
             .collect();
         Final { stored, registered, repaired }
     }
+}
+
+/// The bookies the checker node found registered at the end.
+pub fn registered_at_end(history: &[Record]) -> BTreeSet<String> {
+    ops(history)
+        .iter()
+        .filter(|o| o.node == super::CHECKER && o.op == "list_bookies" && o.ok())
+        .filter_map(|o| o.res_as::<Vec<String>>("bookies"))
+        .flatten()
+        .collect()
 }
 
 struct Acked {
@@ -116,7 +130,13 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
     }
 
     for o in ops.iter().filter(|o| o.node == super::CHECKER && o.op == "read_meta" && !o.ok()) {
-        report("LL", format!("ledger {}: its metadata could not be read after the faults stopped", o.args.u64("ledger").unwrap_or(0)));
+        report(
+            "LL",
+            format!(
+                "ledger {}: its metadata could not be read after the faults stopped",
+                o.args.u64("ledger").unwrap_or(0)
+            ),
+        );
     }
     let no_acks = BTreeMap::new();
     for (ledger, meta) in &metas {
@@ -146,25 +166,40 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
             if let Some(v) = expected {
                 if let Some((b, other)) = copies.iter().find(|(_, p)| p.as_slice() != v) {
                     let other = String::from_utf8_lossy(other);
-                    report("L1", format!("ledger {ledger} entry {entry}: {b} holds {other:?}, but {:?} was acknowledged", String::from_utf8_lossy(v)));
+                    report(
+                        "L1",
+                        format!(
+                            "ledger {ledger} entry {entry}: {b} holds {other:?}, but {:?} was acknowledged",
+                            String::from_utf8_lossy(v)
+                        ),
+                    );
                 }
                 if copies.is_empty() {
-                    report("L2", format!("ledger {ledger} entry {entry} was acknowledged but no bookie of {set:?} stores it"));
+                    report(
+                        "L2",
+                        format!("ledger {ledger} entry {entry} was acknowledged but no bookie of {set:?} stores it"),
+                    );
                     continue;
                 }
             }
             if copies.is_empty() {
-                report("L6", format!("ledger {ledger} closed at {last} but entry {entry} is stored nowhere in {set:?}"));
+                report(
+                    "L6",
+                    format!("ledger {ledger} closed at {last} but entry {entry} is stored nowhere in {set:?}"),
+                );
             } else if copies.len() < need {
                 let holders: Vec<&String> = copies.iter().map(|(b, _)| *b).collect();
                 report(
                     "L3",
-                    format!("ledger {ledger} entry {entry} is stored on {holders:?} only; {need} of {set:?} must hold it"),
+                    format!(
+                        "ledger {ledger} entry {entry} is stored on {holders:?} only; {need} of {set:?} must hold it"
+                    ),
                 );
             }
         }
         if let Some(registered) = &fin.registered {
-            let lost: BTreeSet<&String> = meta.ensembles.values().flatten().filter(|b| !registered.contains(*b)).collect();
+            let lost: BTreeSet<&String> =
+                meta.ensembles.values().flatten().filter(|b| !registered.contains(*b)).collect();
             if !lost.is_empty() {
                 report("L5", format!("ledger {ledger} still names lost bookies {lost:?} after repair"));
             }

@@ -6,12 +6,17 @@
 //! writer, the recoverer and bookies. After the faults the writer closes its
 //! ledger, the recoverer closes every ledger left open, and a checker node reads
 //! the final metadata; bookie contents come from their durable journals.
+//!
+//! `ledger-repair`: writers write and close ledgers while one or two bookies
+//! are lost for good and new bookies join; bookies run the auditor and the
+//! replication worker, which must give every entry Qw copies again on
+//! registered bookies once the faults stop.
 
 mod checker;
 mod workload;
 
 use crate::{Outcome, RunSpec, Scenario, Stats};
-use mqsim_core::{bookie, meta};
+use mqsim_core::{auditor, bookie, meta};
 use mqsim_sim::nemesis::Profile;
 use mqsim_sim::{world, FaultKind, Schedule};
 use rand::seq::SliceRandom;
@@ -53,8 +58,19 @@ impl Plan {
     }
 }
 
-const MESSAGE_KINDS: &[&str] =
-    &["Add", "RecoveryAdd", "Read", "RecoveryRead", "ReadLac", "Fence", "Get", "Set", "Create", "Children", "Heartbeat"];
+const MESSAGE_KINDS: &[&str] = &[
+    "Add",
+    "RecoveryAdd",
+    "Read",
+    "RecoveryRead",
+    "ReadLac",
+    "Fence",
+    "Get",
+    "Set",
+    "Create",
+    "Children",
+    "Heartbeat",
+];
 
 fn profile(plan: &Plan) -> Profile {
     let mut targets = plan.bookie_names();
@@ -120,6 +136,102 @@ impl Scenario for LedgerFencing {
         let stats = Stats {
             ops: history.iter().filter(|r| r.kind == mqsim_sim::history::Kind::Invoke).count() as u64,
             sim_ms: END.as_millis() as u64,
+            faults: schedule.kinds(),
+        };
+        Outcome { violations, history, schedule, stats }
+    }
+}
+
+const REPAIR_WRITERS_STOP: Duration = Duration::from_secs(45);
+const REPAIR_RECOVER_UNTIL: Duration = Duration::from_secs(60);
+const REPAIR_FINAL_READ: Duration = Duration::from_secs(110);
+const REPAIR_END: Duration = Duration::from_secs(120);
+/// Bookies that join while the run goes on, and when.
+const JOINING: &[(&str, Duration)] =
+    &[("bookie-new-0", Duration::from_secs(12)), ("bookie-new-1", Duration::from_secs(28))];
+
+pub struct LedgerRepair;
+
+/// A bookie node with autorecovery: the bookie, plus the auditor and worker.
+async fn bookie_with_autorecovery(env: mqsim_core::env::Env) {
+    madsim::task::spawn(auditor::run(env.clone(), SERVER.to_string()));
+    bookie::serve(env, SERVER.to_string()).await
+}
+
+impl Scenario for LedgerRepair {
+    fn name(&self) -> &'static str {
+        "ledger-repair"
+    }
+
+    fn about(&self) -> &'static str {
+        "bookies are lost for good and new ones join while ledgers are written; the auditor must restore Qw copies"
+    }
+
+    fn run(&self, spec: &RunSpec) -> Outcome {
+        let plan = Plan::draw(spec.seed);
+        let mut rng = mqsim_sim::rng_for(spec.seed, "ledger-repair/losses");
+        // One or two of the first bookies die for good during the fault phase.
+        let count = rng.gen_range(1..=2);
+        let names: Vec<String> = plan.bookie_names().choose_multiple(&mut rng, count).cloned().collect();
+        let mut lost: Vec<(String, Duration)> = names
+            .into_iter()
+            .map(|b| (b, Duration::from_millis(rng.gen_range(5_000..FAULT_PHASE.as_millis() as u64))))
+            .collect();
+        lost.sort_by_key(|(_, t)| *t);
+        let mut prof = profile(&plan);
+        prof.targets.retain(|t| !lost.iter().any(|(b, _)| b == t));
+        let schedule = spec
+            .schedule
+            .clone()
+            .unwrap_or_else(|| Schedule::generate(&prof, &mut mqsim_sim::rng_for(spec.seed, "nemesis")));
+        let (run_schedule, run_plan) = (schedule.clone(), plan.clone());
+        let (history, journals) = world::run(spec.seed, spec.bugs, |w| async move {
+            w.add_node(SERVER, meta::serve);
+            for b in run_plan.bookie_names() {
+                w.add_node(&b, bookie_with_autorecovery);
+            }
+            let (world, plan) = (w.clone(), run_plan.clone());
+            w.add_node("writer-0", move |env| workload::writer(env, world.clone(), plan.clone(), REPAIR_WRITERS_STOP));
+            let world = w.clone();
+            w.add_node("recoverer-0", move |env| {
+                workload::recoverer(env, world.clone(), REPAIR_WRITERS_STOP, REPAIR_RECOVER_UNTIL)
+            });
+            w.spawn_nemesis(run_schedule);
+            // Losses and arrivals, in time order.
+            let mut changes: Vec<(Duration, Option<&str>, Option<&str>)> =
+                lost.iter().map(|(b, t)| (*t, Some(b.as_str()), None)).collect();
+            changes.extend(JOINING.iter().map(|(b, t)| (*t, None, Some(*b))));
+            changes.sort_by_key(|c| c.0);
+            for (t, gone, new) in changes {
+                w.sleep_until(t).await;
+                if let Some(b) = gone {
+                    w.crash(b);
+                }
+                if let Some(b) = new {
+                    w.add_node(b, bookie_with_autorecovery);
+                }
+            }
+            w.sleep_until(REPAIR_FINAL_READ).await;
+            let world = w.clone();
+            w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone()));
+            w.sleep_until(REPAIR_END).await;
+            let mut names = run_plan.bookie_names();
+            names.extend(JOINING.iter().map(|(b, _)| b.to_string()));
+            let journals: BTreeMap<String, Vec<u8>> = names
+                .into_iter()
+                .map(|b| {
+                    let journal = w.disk(&b).durable_snapshot().remove(bookie::JOURNAL_FILE).unwrap_or_default();
+                    (b, journal)
+                })
+                .collect();
+            (w.history.records(), journals)
+        });
+        let registered = checker::registered_at_end(&history);
+        let fin = Final::from_journals(&journals, Some(registered), true);
+        let violations = check(&history, &fin);
+        let stats = Stats {
+            ops: history.iter().filter(|r| r.kind == mqsim_sim::history::Kind::Invoke).count() as u64,
+            sim_ms: REPAIR_END.as_millis() as u64,
             faults: schedule.kinds(),
         };
         Outcome { violations, history, schedule, stats }

@@ -114,9 +114,15 @@ pub async fn recoverer(env: Env, world: Arc<World>, calm: Duration, until: Durat
     }
 }
 
-/// The checker node: reads every ledger's metadata through the protocol.
+/// The checker node: lists the registered bookies and reads every ledger's
+/// metadata through the protocol.
 pub async fn final_reads(env: Env, world: Arc<World>) {
     let c = LedgerClient::new(&env, SERVER);
+    let op = world.history.invoke(&env.name, "list_bookies", json!({}));
+    match c.registered_bookies().await {
+        Ok(b) => world.history.complete(&env.name, op, "list_bookies", Kind::Ok, json!({ "bookies": b })),
+        Err(err) => world.history.complete(&env.name, op, "list_bookies", Kind::Fail, error(&err)),
+    }
     let mut ledgers = None;
     for _ in 0..5 {
         if let Ok(l) = c.ledgers().await {

@@ -23,8 +23,8 @@
 //! after its invocation, even after the client gave up on it.
 
 use super::{CHECKER, SERVER, SESSION_TIMEOUT};
-use crate::Violation;
 use crate::ops::{ops, secs, Op};
+use crate::Violation;
 use mqsim_sim::history::Kind;
 use mqsim_sim::{Fault, Record, Schedule};
 use serde::Deserialize;

@@ -1,11 +1,11 @@
 //! What the clients of scenario `meta` do, and how each operation is recorded.
 
 use super::{SERVER, SESSION_TIMEOUT};
+use futures::StreamExt;
 use mqsim_core::env::Env;
 use mqsim_core::meta::{MetaClient, MetaError, Reply, Request, SessionId};
 use mqsim_sim::history::Kind;
 use mqsim_sim::World;
-use futures::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};

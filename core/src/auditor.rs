@@ -1,0 +1,245 @@
+//! Auditor and replication worker (BookKeeper's autorecovery), run on every
+//! bookie. One auditor, elected by an ephemeral lock in the metadata service,
+//! marks the ledgers that name lost (unregistered) bookies under-replicated.
+//! Workers lock an under-replicated ledger, copy each affected fragment of a
+//! closed ledger to a replacement bookie with recovery adds, compare-and-set
+//! the fragment's ensemble, and mark the ledger replicated only after a
+//! re-check. An open ledger gets a grace period, then is recovered (fencing
+//! its writer) and closed first.
+
+use crate::bookie::{self, EntryId, LedgerId};
+use crate::bugs::Bug;
+use crate::env::{Env, LedgerEvent};
+use crate::ledger::{self, write_set, LedgerClient, LedgerError, State};
+use crate::meta::MetaError;
+use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+pub const UNDER_REPLICATED: &str = "/underreplicated";
+const AUDITOR_LOCK: &str = "/auditor";
+const REPLICATION_LOCKS: &str = "/replicating";
+pub const AUDIT_INTERVAL: Duration = Duration::from_secs(3);
+/// How long an open ledger with a lost bookie is left to its writer.
+pub const OPEN_LEDGER_GRACE: Duration = Duration::from_secs(30);
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+/// Requests to bookies in flight at once while checking or copying.
+const PARALLEL: usize = 32;
+
+/// Runs the auditor election and the replication worker until the node dies.
+pub async fn run(env: Env, meta_server: String) {
+    let c = LedgerClient::new(&env, &meta_server);
+    // When this worker first saw each open ledger waiting for replication.
+    let mut waiting_since: BTreeMap<LedgerId, Duration> = BTreeMap::new();
+    let mut verified = BTreeSet::new();
+    loop {
+        let Ok(session) = c.meta.open_session(SESSION_TIMEOUT).await else {
+            env.sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        loop {
+            env.sleep(AUDIT_INTERVAL).await;
+            if c.meta.heartbeat(session).await == Err(MetaError::SessionExpired) {
+                break;
+            }
+            let me = env.name.clone().into_bytes();
+            let leader = match c.meta.create(AUDITOR_LOCK, me, Some(session), false).await {
+                Ok(_) => true,
+                Err(_) => {
+                    c.meta.get(AUDITOR_LOCK).await.is_ok_and(|v| v.is_some_and(|(_, s)| s.owner == Some(session)))
+                }
+            };
+            if leader {
+                let _ = audit(&c, &mut verified).await;
+            }
+            let _ = replicate_one(&c, session, &mut waiting_since).await;
+        }
+    }
+}
+
+/// Marks under-replicated every ledger that names a lost bookie, or (checked
+/// once per closed ledger, like BookKeeper's periodic check) lacks a copy of
+/// an entry on a live bookie of its write set.
+async fn audit(c: &LedgerClient, verified: &mut BTreeSet<LedgerId>) -> Result<(), LedgerError> {
+    let registered: BTreeSet<String> = c.registered_bookies().await?.into_iter().collect();
+    for ledger in c.ledgers().await? {
+        let (meta, _) = c.read_meta(ledger).await?;
+        let lost: BTreeSet<String> =
+            meta.ensembles.values().flatten().filter(|b| !registered.contains(*b)).cloned().collect();
+        if lost.is_empty() {
+            if meta.state != State::Closed || verified.contains(&ledger) {
+                continue;
+            }
+            if missing_copies(c, ledger, &meta, &registered).await.is_empty() {
+                verified.insert(ledger);
+                continue;
+            }
+        }
+        let mark = format!("{UNDER_REPLICATED}/L{ledger:010}");
+        if c.meta.create(&mark, vec![], None, false).await.is_ok() {
+            c.event(LedgerEvent::MarkedUnderReplicated { ledger, lost: lost.into_iter().collect() });
+        }
+    }
+    Ok(())
+}
+
+/// Takes one under-replicated ledger this worker can lock and repairs it.
+async fn replicate_one(
+    c: &LedgerClient,
+    session: u64,
+    waiting_since: &mut BTreeMap<LedgerId, Duration>,
+) -> Result<(), LedgerError> {
+    let marked = c.meta.children(UNDER_REPLICATED).await.map_err(|_| LedgerError::Meta)?;
+    for name in marked {
+        let Some(ledger) = name.strip_prefix('L').and_then(|n| n.parse::<LedgerId>().ok()) else { continue };
+        let lock = format!("{REPLICATION_LOCKS}/{name}");
+        if c.meta.create(&lock, vec![], Some(session), false).await.is_err() {
+            continue;
+        }
+        let result = replicate(c, ledger, waiting_since).await;
+        let _ = c.meta.delete(&lock, None).await;
+        return result;
+    }
+    Ok(())
+}
+
+async fn replicate(
+    c: &LedgerClient,
+    ledger: LedgerId,
+    waiting_since: &mut BTreeMap<LedgerId, Duration>,
+) -> Result<(), LedgerError> {
+    let (meta, _) = c.read_meta(ledger).await?;
+    if meta.state != State::Closed {
+        let now = c.env.clock.mono();
+        let since = *waiting_since.entry(ledger).or_insert(now);
+        if now - since < OPEN_LEDGER_GRACE {
+            return Ok(());
+        }
+        ledger::recover(c, ledger).await?;
+    }
+    waiting_since.remove(&ledger);
+    let registered: BTreeSet<String> = c.registered_bookies().await?.into_iter().collect();
+    let (mut meta, mut version) = c.read_meta(ledger).await?;
+    let fragments: Vec<(EntryId, Vec<String>)> = meta.ensembles.iter().map(|(f, e)| (*f, e.clone())).collect();
+    for (i, (first, ensemble)) in fragments.iter().enumerate() {
+        let last = fragments.get(i + 1).map_or(meta.last_entry, |(next, _)| next - 1).min(meta.last_entry);
+        for lost in ensemble.iter().filter(|b| !registered.contains(*b)) {
+            let current = meta.ensembles[first].clone();
+            let replacement = c.replacement(&current).await?;
+            let repaired: Vec<String> =
+                current.iter().map(|b| if b == lost { replacement.clone() } else { b.clone() }).collect();
+            let mut next = meta.clone();
+            next.ensembles.insert(*first, repaired.clone());
+            let marks_first = c.env.bug(Bug::AuditorMarksBeforeCopy);
+            if marks_first {
+                version = c.write_meta(ledger, &next, version).await?.ok_or(LedgerError::RecoveryIncomplete)?;
+                meta = next.clone();
+            }
+            copy_fragment(c, ledger, &current, meta.qw, *first, last, lost, &replacement).await?;
+            if !marks_first {
+                version = c.write_meta(ledger, &next, version).await?.ok_or(LedgerError::RecoveryIncomplete)?;
+                meta = next;
+            }
+            c.event(LedgerEvent::FragmentReplicated {
+                ledger,
+                first_entry: *first,
+                from: lost.clone(),
+                to: replacement,
+            });
+        }
+    }
+    // Copies missing on live bookies (a write that failed after Qa acks).
+    let missing = missing_copies(c, ledger, &meta, &registered).await;
+    let copies = futures::stream::iter(missing)
+        .map(|(entry, bookie)| {
+            let (c, set) = (c.clone(), meta.write_set(entry));
+            async move { copy_entry(&c, ledger, &set, entry, &bookie).await }
+        })
+        .buffer_unordered(PARALLEL);
+    copies.collect::<Vec<_>>().await.into_iter().collect::<Result<(), _>>()?;
+    // Re-check before calling it done.
+    let (meta, _) = c.read_meta(ledger).await?;
+    let registered: BTreeSet<String> = c.registered_bookies().await?.into_iter().collect();
+    let complete = missing_copies(c, ledger, &meta, &registered).await.is_empty();
+    if complete && meta.ensembles.values().flatten().all(|b| registered.contains(b)) {
+        let mark = format!("{UNDER_REPLICATED}/L{ledger:010}");
+        c.meta.delete(&mark, None).await.map_err(|_| LedgerError::Meta)?;
+        c.event(LedgerEvent::MarkedReplicated { ledger });
+    }
+    Ok(())
+}
+
+/// Copies the entries `first..=last` that `lost` held in `ensemble` to `to`.
+#[allow(clippy::too_many_arguments)]
+async fn copy_fragment(
+    c: &LedgerClient,
+    ledger: LedgerId,
+    ensemble: &[String],
+    qw: usize,
+    first: EntryId,
+    last: EntryId,
+    lost: &str,
+    to: &str,
+) -> Result<(), LedgerError> {
+    let sets: Vec<(EntryId, Vec<String>)> = (first..=last)
+        .map(|entry| (entry, write_set(ensemble, entry, qw)))
+        .filter(|(_, set)| set.iter().any(|b| b == lost))
+        .collect();
+    let copies = sets.into_iter().map(|(entry, set)| {
+        let (c, to) = (c.clone(), to.to_string());
+        async move { copy_entry(&c, ledger, &set, entry, &to).await }
+    });
+    let done: Vec<_> = futures::stream::iter(copies).buffer_unordered(PARALLEL).collect().await;
+    done.into_iter().collect()
+}
+
+/// Copies `entry` to `to` from an intact copy on another bookie of `set`.
+async fn copy_entry(
+    c: &LedgerClient,
+    ledger: LedgerId,
+    set: &[String],
+    entry: EntryId,
+    to: &str,
+) -> Result<(), LedgerError> {
+    for source in set.iter().filter(|b| *b != to) {
+        let Ok(bookie::Response::Entry(e)) =
+            c.call(source, bookie::Request::Read { ledger, entry, fence: false }).await
+        else {
+            continue;
+        };
+        if e.intact() {
+            let added = c.call(to, bookie::Request::Add { entry: e, recovery: true }).await;
+            return match added {
+                Ok(bookie::Response::Added) => Ok(()),
+                _ => Err(LedgerError::Unreadable),
+            };
+        }
+    }
+    Err(LedgerError::Unreadable)
+}
+
+/// (entry, bookie) pairs of a closed ledger where a live bookie of the entry's
+/// write set says it has no such entry. Unanswered questions count as fine.
+async fn missing_copies(
+    c: &LedgerClient,
+    ledger: LedgerId,
+    meta: &ledger::LedgerMeta,
+    registered: &BTreeSet<String>,
+) -> Vec<(EntryId, String)> {
+    if meta.state != State::Closed {
+        return Vec::new();
+    }
+    let mut questions = Vec::new();
+    for entry in 0..=meta.last_entry {
+        questions.extend(meta.write_set(entry).into_iter().filter(|b| registered.contains(b)).map(|b| (entry, b)));
+    }
+    let answers = futures::stream::iter(questions).map(|(entry, b)| {
+        let c = c.clone();
+        async move {
+            let answer = c.call(&b, bookie::Request::Read { ledger, entry, fence: false }).await;
+            (answer == Err(bookie::BookieError::NoSuchEntry)).then_some((entry, b))
+        }
+    });
+    let found: Vec<Option<(EntryId, String)>> = answers.buffered(PARALLEL).collect().await;
+    found.into_iter().flatten().collect()
+}
