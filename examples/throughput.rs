@@ -1,4 +1,5 @@
-//! Seeds per second and simulated-time speed-up of a scenario, in-process.
+//! Seeds per second and simulated-time speed-up of a scenario, in-process;
+//! exits 1 if any seed failed (printing the first failure).
 //! `cargo run --release --example throughput -- [SCENARIO] [SEEDS]`
 
 use mqsim_scenarios::{find, RunSpec};
@@ -17,7 +18,12 @@ fn main() {
         let outcome = scenario.run(&RunSpec { seed, ..RunSpec::default() });
         sim_ms += outcome.stats.sim_ms;
         ops += outcome.stats.ops;
-        failed += !outcome.violations.is_empty() as u64;
+        if let Some(v) = outcome.violations.first() {
+            if failed == 0 {
+                println!("FAIL {name} seed={seed} {}: {}", v.invariant, v.detail);
+            }
+            failed += 1;
+        }
     }
     let wall = start.elapsed().as_secs_f64();
     println!(
@@ -26,4 +32,7 @@ fn main() {
         sim_ms as f64 / 1000.0 / wall,
         ops as f64 / wall
     );
+    if failed > 0 {
+        std::process::exit(1);
+    }
 }

@@ -118,6 +118,7 @@ async fn replicate(
         ledger::recover(c, ledger).await?;
     }
     waiting_since.remove(&ledger);
+    let marks_first = c.env.bug(Bug::AuditorMarksBeforeCopy);
     let registered: BTreeSet<String> = c.registered_bookies().await?.into_iter().collect();
     let (mut meta, mut version) = c.read_meta(ledger).await?;
     let fragments: Vec<(EntryId, Vec<String>)> = meta.ensembles.iter().map(|(f, e)| (*f, e.clone())).collect();
@@ -130,13 +131,14 @@ async fn replicate(
                 current.iter().map(|b| if b == lost { replacement.clone() } else { b.clone() }).collect();
             let mut next = meta.clone();
             next.ensembles.insert(*first, repaired.clone());
-            let marks_first = c.env.bug(Bug::AuditorMarksBeforeCopy);
             if marks_first {
+                // The planted mistake: the fragment counts as replicated once the
+                // metadata names the new bookie; how the copy went is not checked.
                 version = c.write_meta(ledger, &next, version).await?.ok_or(LedgerError::RecoveryIncomplete)?;
-                meta = next.clone();
-            }
-            copy_fragment(c, ledger, &current, meta.qw, *first, last, lost, &replacement).await?;
-            if !marks_first {
+                meta = next;
+                let _ = copy_fragment(c, ledger, &current, meta.qw, *first, last, lost, &replacement).await;
+            } else {
+                copy_fragment(c, ledger, &current, meta.qw, *first, last, lost, &replacement).await?;
                 version = c.write_meta(ledger, &next, version).await?.ok_or(LedgerError::RecoveryIncomplete)?;
                 meta = next;
             }
@@ -149,7 +151,7 @@ async fn replicate(
         }
     }
     // Copies missing on live bookies (a write that failed after Qa acks).
-    let missing = missing_copies(c, ledger, &meta, &registered).await;
+    let missing = if marks_first { Vec::new() } else { missing_copies(c, ledger, &meta, &registered).await };
     let copies = futures::stream::iter(missing)
         .map(|(entry, bookie)| {
             let (c, set) = (c.clone(), meta.write_set(entry));
@@ -160,7 +162,7 @@ async fn replicate(
     // Re-check before calling it done.
     let (meta, _) = c.read_meta(ledger).await?;
     let registered: BTreeSet<String> = c.registered_bookies().await?.into_iter().collect();
-    let complete = missing_copies(c, ledger, &meta, &registered).await.is_empty();
+    let complete = marks_first || missing_copies(c, ledger, &meta, &registered).await.is_empty();
     if complete && meta.ensembles.values().flatten().all(|b| registered.contains(b)) {
         let mark = format!("{UNDER_REPLICATED}/L{ledger:010}");
         c.meta.delete(&mark, None).await.map_err(|_| LedgerError::Meta)?;

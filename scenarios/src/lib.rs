@@ -5,9 +5,11 @@ pub mod meta;
 mod ops;
 
 use mqsim_core::bugs::Bugs;
+use mqsim_sim::nemesis::Profile;
 use mqsim_sim::{Record, Schedule};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// How to run one seed.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +40,27 @@ pub struct Outcome {
     pub history: Vec<Record>,
     pub schedule: Schedule,
     pub stats: Stats,
+}
+
+impl Outcome {
+    /// An outcome with its figures counted from the history.
+    pub fn new(violations: Vec<Violation>, history: Vec<Record>, schedule: Schedule, sim: Duration) -> Outcome {
+        let stats = Stats {
+            ops: history.iter().filter(|r| r.kind == mqsim_sim::history::Kind::Invoke).count() as u64,
+            sim_ms: sim.as_millis() as u64,
+            faults: schedule.kinds(),
+        };
+        Outcome { violations, history, schedule, stats }
+    }
+}
+
+impl RunSpec {
+    /// The schedule to run: the given one, or one drawn from the seed.
+    pub fn schedule_for(&self, profile: &Profile) -> Schedule {
+        self.schedule
+            .clone()
+            .unwrap_or_else(|| Schedule::generate(profile, &mut mqsim_sim::rng_for(self.seed, "nemesis")))
+    }
 }
 
 pub trait Scenario: Sync {

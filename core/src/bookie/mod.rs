@@ -61,10 +61,12 @@ pub async fn keep_registered(env: Env, meta: MetaClient) {
                 Err(_) => env.sleep(Duration::from_millis(200)).await,
             }
         };
-        while registered {
-            env.sleep(SESSION_TIMEOUT / 3).await;
-            if meta.heartbeat(session).await == Err(MetaError::SessionExpired) {
-                break;
+        if registered {
+            loop {
+                env.sleep(SESSION_TIMEOUT / 3).await;
+                if meta.heartbeat(session).await == Err(MetaError::SessionExpired) {
+                    break;
+                }
             }
         }
     }

@@ -30,14 +30,12 @@ pub async fn recover(c: &LedgerClient, ledger: LedgerId) -> Result<EntryId, Ledg
     let (first, _) = meta.last_fragment();
     let mut next = if c.env.bug(Bug::RecoveryStartAtLac) { lac + 1 } else { lac.max(first - 1) + 1 };
     let fencing_reads = !c.env.bug(Bug::RecoveryReadsNoFence);
-    loop {
-        match read_for_recovery(c, &meta, ledger, next, fencing_reads).await? {
-            Some(entry) => {
-                rewrite(c, &mut meta, ledger, entry).await?;
-                next += 1;
-            }
-            None => break,
-        }
+    // Entries are read where the writer put them: from the ensembles as they
+    // were when recovery began. Only the rewrites go to changed ensembles.
+    let written = meta.clone();
+    while let Some(entry) = read_for_recovery(c, &written, ledger, next, fencing_reads).await? {
+        rewrite(c, &mut meta, ledger, entry).await?;
+        next += 1;
     }
     let last_entry = next - 1;
     let closed = LedgerMeta { state: State::Closed, last_entry, ..meta };

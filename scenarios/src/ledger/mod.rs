@@ -15,10 +15,10 @@
 mod checker;
 mod workload;
 
-use crate::{Outcome, RunSpec, Scenario, Stats};
+use crate::{Outcome, RunSpec, Scenario};
 use mqsim_core::{auditor, bookie, meta};
 use mqsim_sim::nemesis::Profile;
-use mqsim_sim::{world, FaultKind, Schedule};
+use mqsim_sim::{world, FaultKind};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -102,10 +102,7 @@ impl Scenario for LedgerFencing {
 
     fn run(&self, spec: &RunSpec) -> Outcome {
         let plan = Plan::draw(spec.seed);
-        let schedule = spec
-            .schedule
-            .clone()
-            .unwrap_or_else(|| Schedule::generate(&profile(&plan), &mut mqsim_sim::rng_for(spec.seed, "nemesis")));
+        let schedule = spec.schedule_for(&profile(&plan));
         let (run_schedule, run_plan) = (schedule.clone(), plan.clone());
         let (history, bookies) = world::run(spec.seed, spec.bugs, |w| async move {
             w.add_node(SERVER, meta::serve);
@@ -133,12 +130,7 @@ impl Scenario for LedgerFencing {
         });
         let fin = Final::from_journals(&bookies, None, false);
         let violations = check(&history, &fin);
-        let stats = Stats {
-            ops: history.iter().filter(|r| r.kind == mqsim_sim::history::Kind::Invoke).count() as u64,
-            sim_ms: END.as_millis() as u64,
-            faults: schedule.kinds(),
-        };
-        Outcome { violations, history, schedule, stats }
+        Outcome::new(violations, history, schedule, END)
     }
 }
 
@@ -180,10 +172,7 @@ impl Scenario for LedgerRepair {
         lost.sort_by_key(|(_, t)| *t);
         let mut prof = profile(&plan);
         prof.targets.retain(|t| !lost.iter().any(|(b, _)| b == t));
-        let schedule = spec
-            .schedule
-            .clone()
-            .unwrap_or_else(|| Schedule::generate(&prof, &mut mqsim_sim::rng_for(spec.seed, "nemesis")));
+        let schedule = spec.schedule_for(&prof);
         let (run_schedule, run_plan) = (schedule.clone(), plan.clone());
         let (history, journals) = world::run(spec.seed, spec.bugs, |w| async move {
             w.add_node(SERVER, meta::serve);
@@ -229,11 +218,6 @@ impl Scenario for LedgerRepair {
         let registered = checker::registered_at_end(&history);
         let fin = Final::from_journals(&journals, Some(registered), true);
         let violations = check(&history, &fin);
-        let stats = Stats {
-            ops: history.iter().filter(|r| r.kind == mqsim_sim::history::Kind::Invoke).count() as u64,
-            sim_ms: REPAIR_END.as_millis() as u64,
-            faults: schedule.kinds(),
-        };
-        Outcome { violations, history, schedule, stats }
+        Outcome::new(violations, history, schedule, REPAIR_END)
     }
 }

@@ -10,10 +10,10 @@
 mod checker;
 mod workload;
 
-use crate::{Outcome, RunSpec, Scenario, Stats};
+use crate::{Outcome, RunSpec, Scenario};
 use mqsim_core::meta;
 use mqsim_sim::nemesis::Profile;
-use mqsim_sim::{world, FaultKind, Schedule};
+use mqsim_sim::{world, FaultKind};
 use rand::Rng;
 use std::time::Duration;
 
@@ -74,10 +74,7 @@ impl Scenario for Meta {
 
     fn run(&self, spec: &RunSpec) -> Outcome {
         let plan = Plan::draw(spec.seed);
-        let schedule = spec
-            .schedule
-            .clone()
-            .unwrap_or_else(|| Schedule::generate(&profile(&plan), &mut mqsim_sim::rng_for(spec.seed, "nemesis")));
+        let schedule = spec.schedule_for(&profile(&plan));
         let run_schedule = schedule.clone();
         let history = world::run(spec.seed, spec.bugs, |w| async move {
             w.add_node(SERVER, meta::serve);
@@ -97,11 +94,6 @@ impl Scenario for Meta {
             w.history.records()
         });
         let violations = check(&history, &schedule);
-        let stats = Stats {
-            ops: history.iter().filter(|r| r.kind == mqsim_sim::history::Kind::Invoke).count() as u64,
-            sim_ms: END.as_millis() as u64,
-            faults: schedule.kinds(),
-        };
-        Outcome { violations, history, schedule, stats }
+        Outcome::new(violations, history, schedule, END)
     }
 }
