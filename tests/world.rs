@@ -387,3 +387,22 @@ fn an_acknowledged_write_survives_a_crash_of_the_service() {
         assert_eq!(got.unwrap().unwrap().0, b"v", "acknowledged write kept");
     });
 }
+
+#[test]
+fn a_node_the_scenario_crashes_stays_down_through_later_fault_windows() {
+    world::run(13, Bugs::none(), |w| async move {
+        with_meta(&w);
+        w.add_node("bookie-x", |_env| std::future::pending::<()>());
+        w.spawn_nemesis(schedule(vec![
+            (2_000, 1_000, Fault::Pause { node: "bookie-x".into() }),
+            (3_000, 1_000, Fault::Crash { node: "meta-0".into() }),
+        ]));
+        w.sleep_until(Duration::from_secs(1)).await;
+        w.crash("bookie-x");
+        w.sleep_until(Duration::from_secs(5)).await;
+        assert!(!w.is_up("bookie-x"), "a fault window brought a lost node back");
+        assert!(w.is_up("meta-0"), "the crash window ended with a restart");
+        w.restart("bookie-x");
+        assert!(w.is_up("bookie-x"));
+    });
+}

@@ -52,7 +52,7 @@ pub async fn run(env: Env, meta_server: String) {
             if leader {
                 let _ = audit(&c, &mut verified).await;
             }
-            let _ = replicate_one(&c, session, &mut waiting_since).await;
+            let _ = replicate_all(&c, session, &mut waiting_since).await;
         }
     }
 }
@@ -70,7 +70,11 @@ async fn audit(c: &LedgerClient, verified: &mut BTreeSet<LedgerId>) -> Result<()
             if meta.state != State::Closed || verified.contains(&ledger) {
                 continue;
             }
-            if missing_copies(c, ledger, &meta, &registered).await.is_empty() {
+            let copies = check_copies(c, ledger, &meta, &registered).await;
+            if !copies.answered {
+                continue; // ask again next time
+            }
+            if copies.missing.is_empty() {
                 verified.insert(ledger);
                 continue;
             }
@@ -83,8 +87,9 @@ async fn audit(c: &LedgerClient, verified: &mut BTreeSet<LedgerId>) -> Result<()
     Ok(())
 }
 
-/// Takes one under-replicated ledger this worker can lock and repairs it.
-async fn replicate_one(
+/// Tries every under-replicated ledger this worker can lock; one that cannot
+/// be repaired yet does not hold up the others.
+async fn replicate_all(
     c: &LedgerClient,
     session: u64,
     waiting_since: &mut BTreeMap<LedgerId, Duration>,
@@ -96,9 +101,8 @@ async fn replicate_one(
         if c.meta.create(&lock, vec![], Some(session), false).await.is_err() {
             continue;
         }
-        let result = replicate(c, ledger, waiting_since).await;
+        let _ = replicate(c, ledger, waiting_since).await;
         let _ = c.meta.delete(&lock, None).await;
-        return result;
     }
     Ok(())
 }
@@ -151,7 +155,7 @@ async fn replicate(
         }
     }
     // Copies missing on live bookies (a write that failed after Qa acks).
-    let missing = if marks_first { Vec::new() } else { missing_copies(c, ledger, &meta, &registered).await };
+    let missing = if marks_first { Vec::new() } else { check_copies(c, ledger, &meta, &registered).await.missing };
     let copies = futures::stream::iter(missing)
         .map(|(entry, bookie)| {
             let (c, set) = (c.clone(), meta.write_set(entry));
@@ -162,7 +166,10 @@ async fn replicate(
     // Re-check before calling it done.
     let (meta, _) = c.read_meta(ledger).await?;
     let registered: BTreeSet<String> = c.registered_bookies().await?.into_iter().collect();
-    let complete = marks_first || missing_copies(c, ledger, &meta, &registered).await.is_empty();
+    let complete = marks_first || {
+        let copies = check_copies(c, ledger, &meta, &registered).await;
+        copies.answered && copies.missing.is_empty()
+    };
     if complete && meta.ensembles.values().flatten().all(|b| registered.contains(b)) {
         let mark = format!("{UNDER_REPLICATED}/L{ledger:010}");
         c.meta.delete(&mark, None).await.map_err(|_| LedgerError::Meta)?;
@@ -220,16 +227,23 @@ async fn copy_entry(
     Err(LedgerError::Unreadable)
 }
 
-/// (entry, bookie) pairs of a closed ledger where a live bookie of the entry's
-/// write set says it has no such entry. Unanswered questions count as fine.
-async fn missing_copies(
+/// What a check of a closed ledger's copies found.
+struct Copies {
+    /// (entry, bookie) pairs where a live bookie of the write set lacks the entry.
+    missing: Vec<(EntryId, String)>,
+    /// Whether every live bookie answered; only then is an empty `missing` proof.
+    answered: bool,
+}
+
+/// Asks every live bookie of every entry's write set whether it holds it.
+async fn check_copies(
     c: &LedgerClient,
     ledger: LedgerId,
     meta: &ledger::LedgerMeta,
     registered: &BTreeSet<String>,
-) -> Vec<(EntryId, String)> {
+) -> Copies {
     if meta.state != State::Closed {
-        return Vec::new();
+        return Copies { missing: Vec::new(), answered: false };
     }
     let mut questions = Vec::new();
     for entry in 0..=meta.last_entry {
@@ -239,9 +253,15 @@ async fn missing_copies(
         let c = c.clone();
         async move {
             let answer = c.call(&b, bookie::Request::Read { ledger, entry, fence: false }).await;
-            (answer == Err(bookie::BookieError::NoSuchEntry)).then_some((entry, b))
+            (entry, b, answer)
         }
     });
-    let found: Vec<Option<(EntryId, String)>> = answers.buffered(PARALLEL).collect().await;
-    found.into_iter().flatten().collect()
+    let answers: Vec<_> = answers.buffered(PARALLEL).collect().await;
+    let answered = answers.iter().all(|(_, _, a)| matches!(a, Ok(_) | Err(bookie::BookieError::NoSuchEntry)));
+    let missing = answers
+        .into_iter()
+        .filter(|(_, _, a)| *a == Err(bookie::BookieError::NoSuchEntry))
+        .map(|(entry, b, _)| (entry, b))
+        .collect();
+    Copies { missing, answered }
 }

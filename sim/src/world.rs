@@ -49,6 +49,8 @@ pub struct World {
     nodes: Mutex<BTreeMap<String, Node>>,
     /// Windowed faults in force, by action index.
     active: Mutex<BTreeMap<usize, Fault>>,
+    /// Nodes the scenario itself took down; fault windows never bring them back.
+    held_down: Mutex<BTreeSet<String>>,
     rng: Mutex<ChaCha8Rng>,
 }
 
@@ -74,6 +76,7 @@ impl World {
             handle: Handle::current(),
             nodes: Mutex::default(),
             active: Mutex::default(),
+            held_down: Mutex::default(),
             rng: Mutex::new(rng_for(seed, "world")),
         })
     }
@@ -146,12 +149,15 @@ impl World {
     }
 
     /// Power loss: tasks die, unsynced disk data is lost as the seed decides.
+    /// The node stays down, whatever the fault schedule does, until [`World::restart`].
     pub fn crash(&self, node: &str) {
+        self.held_down.lock().expect("held down").insert(node.to_string());
         self.set_status(node, Status::Down);
     }
 
     /// Starts a crashed node again from what its disk kept.
     pub fn restart(&self, node: &str) {
+        self.held_down.lock().expect("held down").remove(node);
         self.set_status(node, Status::Up);
     }
 
@@ -284,6 +290,10 @@ impl World {
                 }
                 Fault::DiskCorrupt { .. } | Fault::ClockJump { .. } => {}
             }
+        }
+        let held_down = self.held_down.lock().expect("held down").clone();
+        for name in &held_down {
+            status.insert(name, Status::Down);
         }
         self.network.set_faults(blocks, rules);
         for name in &all {

@@ -7,10 +7,10 @@
 //! ledger, the recoverer closes every ledger left open, and a checker node reads
 //! the final metadata; bookie contents come from their durable journals.
 //!
-//! `ledger-repair`: writers write and close ledgers while one or two bookies
-//! are lost for good and new bookies join; bookies run the auditor and the
-//! replication worker, which must give every entry Qw copies again on
-//! registered bookies once the faults stop.
+//! `ledger-repair`: a writer writes and closes ledgers while one bookie is lost
+//! for good, another is down for 20-40 s, and new bookies join; bookies run
+//! the auditor and the replication worker, which must give every entry Qw
+//! copies again on registered bookies once the faults stop.
 
 mod checker;
 mod workload;
@@ -136,13 +136,19 @@ impl Scenario for LedgerFencing {
 
 const REPAIR_WRITERS_STOP: Duration = Duration::from_secs(45);
 const REPAIR_RECOVER_UNTIL: Duration = Duration::from_secs(60);
-const REPAIR_FINAL_READ: Duration = Duration::from_secs(110);
-const REPAIR_END: Duration = Duration::from_secs(120);
+const REPAIR_FINAL_READ: Duration = Duration::from_secs(170);
+const REPAIR_END: Duration = Duration::from_secs(180);
 /// Bookies that join while the run goes on, and when.
 const JOINING: &[(&str, Duration)] =
     &[("bookie-new-0", Duration::from_secs(12)), ("bookie-new-1", Duration::from_secs(28))];
 
 pub struct LedgerRepair;
+
+enum Change {
+    Crash,
+    Restart,
+    Join,
+}
 
 /// A bookie node with autorecovery: the bookie, plus the auditor and worker.
 async fn bookie_with_autorecovery(env: mqsim_core::env::Env) {
@@ -162,14 +168,15 @@ impl Scenario for LedgerRepair {
     fn run(&self, spec: &RunSpec) -> Outcome {
         let plan = Plan::draw(spec.seed);
         let mut rng = mqsim_sim::rng_for(spec.seed, "ledger-repair/losses");
-        // One or two of the first bookies die for good during the fault phase.
-        let count = rng.gen_range(1..=2);
-        let names: Vec<String> = plan.bookie_names().choose_multiple(&mut rng, count).cloned().collect();
-        let mut lost: Vec<(String, Duration)> = names
-            .into_iter()
-            .map(|b| (b, Duration::from_millis(rng.gen_range(5_000..FAULT_PHASE.as_millis() as u64))))
-            .collect();
-        lost.sort_by_key(|(_, t)| *t);
+        // One bookie is lost for good; another is down for a long time and then
+        // returns. Storage survives Qw-1 losses at once, not more.
+        let names: Vec<String> = plan.bookie_names().choose_multiple(&mut rng, 2).cloned().collect();
+        let at = |rng: &mut rand_chacha::ChaCha8Rng| Duration::from_millis(rng.gen_range(5_000..35_000));
+        let lost_at = at(&mut rng);
+        let away_at = at(&mut rng);
+        let away_for = Duration::from_millis(rng.gen_range(20_000..40_000));
+        let lost: Vec<(String, Duration)> = vec![(names[0].clone(), lost_at), (names[1].clone(), away_at)];
+        let back = (names[1].clone(), away_at + away_for);
         let mut prof = profile(&plan);
         prof.targets.retain(|t| !lost.iter().any(|(b, _)| b == t));
         let schedule = spec.schedule_for(&prof);
@@ -186,18 +193,18 @@ impl Scenario for LedgerRepair {
                 workload::recoverer(env, world.clone(), REPAIR_WRITERS_STOP, REPAIR_RECOVER_UNTIL)
             });
             w.spawn_nemesis(run_schedule);
-            // Losses and arrivals, in time order.
-            let mut changes: Vec<(Duration, Option<&str>, Option<&str>)> =
-                lost.iter().map(|(b, t)| (*t, Some(b.as_str()), None)).collect();
-            changes.extend(JOINING.iter().map(|(b, t)| (*t, None, Some(*b))));
+            // Losses, returns and arrivals, in time order.
+            let mut changes: Vec<(Duration, &str, Change)> =
+                lost.iter().map(|(b, t)| (*t, b.as_str(), Change::Crash)).collect();
+            changes.push((back.1, back.0.as_str(), Change::Restart));
+            changes.extend(JOINING.iter().map(|(b, t)| (*t, *b, Change::Join)));
             changes.sort_by_key(|c| c.0);
-            for (t, gone, new) in changes {
+            for (t, b, change) in changes {
                 w.sleep_until(t).await;
-                if let Some(b) = gone {
-                    w.crash(b);
-                }
-                if let Some(b) = new {
-                    w.add_node(b, bookie_with_autorecovery);
+                match change {
+                    Change::Crash => w.crash(b),
+                    Change::Restart => w.restart(b),
+                    Change::Join => w.add_node(b, bookie_with_autorecovery),
                 }
             }
             w.sleep_until(REPAIR_FINAL_READ).await;
