@@ -30,10 +30,10 @@ pub async fn recover(c: &LedgerClient, ledger: LedgerId) -> Result<EntryId, Ledg
     let (first, _) = meta.last_fragment();
     let mut next = if c.env.bug(Bug::RecoveryStartAtLac) { lac + 1 } else { lac.max(first - 1) + 1 };
     let fencing_reads = !c.env.bug(Bug::RecoveryReadsNoFence);
-    // Entries are read where the writer put them: from the ensembles as they
-    // were when recovery began. Only the rewrites go to changed ensembles.
-    let written = meta.clone();
-    while let Some(entry) = read_for_recovery(c, &written, ledger, next, fencing_reads).await? {
+    // Entries from `next` on were written to the last ensemble as it was when
+    // recovery began; reads go there, rewrites to the ensembles recovery changes.
+    let last_ensemble = meta.last_fragment().1.clone();
+    while let Some(entry) = read_for_recovery(c, &last_ensemble, meta.qw, meta.qa, ledger, next, fencing_reads).await? {
         rewrite(c, &mut meta, ledger, entry).await?;
         next += 1;
     }
@@ -80,12 +80,15 @@ fn covered(ensemble: &[String], qw: usize, qa: usize, answered: &BTreeSet<String
 /// bookies of its write set; anything else is unknown and aborts recovery.
 async fn read_for_recovery(
     c: &LedgerClient,
-    meta: &LedgerMeta,
+    ensemble: &[String],
+    qw: usize,
+    qa: usize,
     ledger: LedgerId,
     entry: EntryId,
     fence: bool,
 ) -> Result<Option<bookie::Entry>, LedgerError> {
-    let mut answers = c.fan_out(&meta.write_set(entry), |_| bookie::Request::Read { ledger, entry, fence });
+    let mut answers =
+        c.fan_out(&super::write_set(ensemble, entry, qw), |_| bookie::Request::Read { ledger, entry, fence });
     let mut missing = 0;
     while let Some((_, res)) = answers.next().await {
         match res {
@@ -94,7 +97,7 @@ async fn read_for_recovery(
             }
             Err(BookieError::NoSuchEntry) => {
                 missing += 1;
-                if missing > meta.qw - meta.qa {
+                if missing > qw - qa {
                     return Ok(None);
                 }
             }
