@@ -1,6 +1,6 @@
 //! Seeds per second and simulated-time speed-up of a scenario, in-process;
 //! exits 1 if any seed failed (printing the first failure).
-//! `cargo run --release --example throughput -- [SCENARIO] [SEEDS]`
+//! `cargo run --release --example throughput -- [SCENARIO] [SEEDS] [FIRST]`
 
 use mqsim_scenarios::{find, RunSpec};
 use std::time::Instant;
@@ -9,12 +9,13 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let name = args.get(1).map_or("meta", String::as_str);
     let seeds: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let first: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
     let Some(scenario) = find(name) else {
         eprintln!("error: unknown scenario '{name}'");
         std::process::exit(2);
     };
     let (start, mut sim_ms, mut ops, mut failed) = (Instant::now(), 0, 0, 0);
-    for seed in 1..=seeds {
+    for seed in first..first + seeds {
         let outcome = scenario.run(&RunSpec { seed, ..RunSpec::default() });
         sim_ms += outcome.stats.sim_ms;
         ops += outcome.stats.ops;
@@ -27,7 +28,8 @@ fn main() {
     }
     let wall = start.elapsed().as_secs_f64();
     println!(
-        "{name}: {seeds} seeds ({failed} failed) in {wall:.2}s: {:.1} seeds/s, {:.0}x real time, {:.0} ops/s",
+        "{name}: seeds {first}..{} ({failed} failed) in {wall:.2}s: {:.1} seeds/s, {:.0}x real time, {:.0} ops/s",
+        first + seeds - 1,
         seeds as f64 / wall,
         sim_ms as f64 / 1000.0 / wall,
         ops as f64 / wall

@@ -42,13 +42,7 @@ pub async fn run(env: Env, meta_server: String) {
             if c.meta.heartbeat(session).await == Err(MetaError::SessionExpired) {
                 break;
             }
-            let me = env.name.clone().into_bytes();
-            let leader = match c.meta.create(AUDITOR_LOCK, me, Some(session), false).await {
-                Ok(_) => true,
-                Err(_) => {
-                    c.meta.get(AUDITOR_LOCK).await.is_ok_and(|v| v.is_some_and(|(_, s)| s.owner == Some(session)))
-                }
-            };
+            let leader = take_lock(&c, AUDITOR_LOCK, session).await;
             if leader {
                 let _ = audit(&c, &mut verified).await;
             }
@@ -98,13 +92,25 @@ async fn replicate_all(
     for name in marked {
         let Some(ledger) = name.strip_prefix('L').and_then(|n| n.parse::<LedgerId>().ok()) else { continue };
         let lock = format!("{REPLICATION_LOCKS}/{name}");
-        if c.meta.create(&lock, vec![], Some(session), false).await.is_err() {
+        if !take_lock(c, &lock, session).await {
             continue;
         }
         let _ = replicate(c, ledger, waiting_since).await;
         let _ = c.meta.delete(&lock, None).await;
     }
     Ok(())
+}
+
+/// Takes an ephemeral lock for `session`; a lock it already holds (its release
+/// or its creation timed out earlier) counts as taken, or it would leak forever.
+async fn take_lock(c: &LedgerClient, lock: &str, session: u64) -> bool {
+    match c.meta.create(lock, vec![], Some(session), false).await {
+        Ok(_) => true,
+        Err(MetaError::NodeExists | MetaError::Timeout) => {
+            matches!(c.meta.get(lock).await, Ok(Some((_, stat))) if stat.owner == Some(session))
+        }
+        Err(_) => false,
+    }
 }
 
 async fn replicate(
