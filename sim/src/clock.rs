@@ -40,7 +40,7 @@ impl SimClock {
     }
 
     fn real(&self) -> Duration {
-        Instant::now().duration_since(self.start)
+        madsim::time::Instant::now().duration_since(self.start)
     }
 
     /// Runs fast (positive) or slow (negative), in parts per million.
@@ -84,7 +84,7 @@ impl Clock for SimClock {
             loop {
                 let rest = {
                     let st = state.lock().expect("clock");
-                    let now = st.mono(Instant::now().duration_since(start));
+                    let now = st.mono(madsim::time::Instant::now().duration_since(start));
                     if now >= deadline {
                         return;
                     }

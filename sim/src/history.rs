@@ -72,7 +72,7 @@ impl History {
     }
 
     pub fn now_us(&self) -> u64 {
-        Instant::now().duration_since(self.start).as_micros() as u64
+        madsim::time::Instant::now().duration_since(self.start).as_micros() as u64
     }
 
     fn push(&self, node: &str, kind: Kind, data: Map<String, Value>) {

@@ -66,7 +66,7 @@ where
 
 impl World {
     fn new(seed: u64, bugs: Bugs) -> Arc<World> {
-        let start = Instant::now();
+        let start = madsim::time::Instant::now();
         Arc::new(World {
             seed,
             bugs,
@@ -129,7 +129,7 @@ impl World {
 
     /// Simulated time since the run began.
     pub fn elapsed(&self) -> Duration {
-        Instant::now().duration_since(self.start)
+        madsim::time::Instant::now().duration_since(self.start)
     }
 
     pub async fn sleep_until(&self, since_start: Duration) {
