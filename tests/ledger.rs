@@ -91,10 +91,10 @@ fn bookie_ack_before_fsync_is_caught() {
     caught(Bug::BookieAckBeforeFsync, 1_000, &["L1", "L2", "L3"]);
 }
 
-// `recovery-reads-no-fence` is not caught within 1,000 seeds: in this model,
-// fencing to quorum coverage already leaves fewer than Qa unfenced bookies in
-// every write set, so a correct writer cannot reach Qa after fencing whether or
-// not the recovery reads fence. See the README.
+#[test]
+fn recovery_reads_without_fencing_are_caught() {
+    caught(Bug::RecoveryReadsNoFence, 1_000, &["L1"]);
+}
 
 #[test]
 fn recovery_starting_at_the_lac_is_caught() {

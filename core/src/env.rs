@@ -97,7 +97,9 @@ pub enum LedgerEvent {
     RecoveryStarted {
         ledger: u64,
     },
-    /// Fencing reached quorum coverage: no normal add can be acknowledged any more.
+    /// Fencing reached quorum coverage: every write quorum has fewer than Qa
+    /// unfenced bookies, so no add that reaches a bookie only from now on can
+    /// reach Qa (copies stored before still count).
     Fenced {
         ledger: u64,
         lac: i64,

@@ -19,6 +19,7 @@ use std::time::Duration;
 pub const REGISTRY: &str = "/bookies";
 const JOURNAL: &str = "journal";
 const DISK_RETRY: Duration = Duration::from_millis(100);
+const CORRUPT_RETRIES: u32 = 10;
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 const META_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -84,6 +85,9 @@ impl Bookie {
     async fn recover(env: &Env) -> Bookie {
         let mut bookie =
             Bookie { journal: None, index: BTreeMap::new(), fenced: BTreeSet::new(), lac: BTreeMap::new() };
+        // Damage seen on read may be a transient flip: look again for a while
+        // before refusing to serve until a restart.
+        let mut damaged_opens = 0;
         loop {
             match Wal::open(env.disk.clone(), JOURNAL, 1).await {
                 Ok((wal, found)) => {
@@ -107,6 +111,10 @@ impl Bookie {
                     });
                     bookie.journal = Some(wal);
                     return bookie;
+                }
+                Err(WalError::Corrupt { .. }) if damaged_opens < CORRUPT_RETRIES => {
+                    damaged_opens += 1;
+                    env.sleep(DISK_RETRY * 5).await;
                 }
                 Err(WalError::Corrupt { seq }) => {
                     env.events.event(Event::RefusesCorruptState { record: seq });

@@ -92,15 +92,17 @@ impl Actor {
                     return;
                 }
             }
-            futures::select! {
+            // Biased, not `select!`: its random branch order comes from a
+            // thread-local generator outside the seed (DESIGN.md section 7).
+            futures::select_biased! {
+                (entry, bookie, result) = inflight.select_next_some() => {
+                    self.answer(entry, bookie, result, &mut inflight).await;
+                }
                 cmd = cmds.next() => match cmd {
                     Some(Cmd::Add(payload, done)) => self.add(payload, done, &mut inflight),
                     Some(Cmd::Close(done)) => self.closing = Some(done),
                     None => return,
                 },
-                (entry, bookie, result) = inflight.select_next_some() => {
-                    self.answer(entry, bookie, result, &mut inflight).await;
-                }
             }
         }
     }

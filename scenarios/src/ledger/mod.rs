@@ -18,7 +18,8 @@ mod workload;
 use crate::{Outcome, RunSpec, Scenario};
 use mqsim_core::{auditor, bookie, meta};
 use mqsim_sim::nemesis::Profile;
-use mqsim_sim::{world, FaultKind};
+use mqsim_sim::net::{Effect, FilterRule};
+use mqsim_sim::{world, Fault, FaultAction, FaultKind};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -91,6 +92,37 @@ fn profile(plan: &Plan) -> Profile {
 
 pub struct LedgerFencing;
 
+/// A lagging bookie, as one composite fault: the recovery's fence request to it
+/// is lost while the writer's adds to it arrive late. Swarm draws rarely pair
+/// these two rules, yet together they are how a bookie that never saw the
+/// fence can later take an add (the window non-fencing recovery reads open).
+fn lagging_bookie(plan: &Plan, seed: u64) -> Vec<FaultAction> {
+    let mut rng = mqsim_sim::rng_for(seed, "ledger/lagging-bookie");
+    if !rng.gen_bool(0.5) {
+        return Vec::new();
+    }
+    let bookie = plan.bookie_names().choose(&mut rng).cloned().expect("bookies");
+    let at_ms = rng.gen_range(1_000..FAULT_PHASE.as_millis() as u64 - 5_000);
+    let for_ms = rng.gen_range(3_000..=15_000).min(FAULT_PHASE.as_millis() as u64 - at_ms);
+    let rule = |kind: &str, from: Option<&str>, effect| Fault::Filter {
+        rule: FilterRule {
+            from: from.map(str::to_string),
+            to: Some(bookie.clone()),
+            kind: Some(kind.into()),
+            reply: Some(false),
+            effect,
+        },
+    };
+    vec![
+        FaultAction { at_ms, for_ms, fault: rule("Fence", None, Effect::Drop { percent: 100 }) },
+        FaultAction {
+            at_ms,
+            for_ms,
+            fault: rule("Add", Some("writer-0"), Effect::Delay { ms: rng.gen_range(100..900) }),
+        },
+    ]
+}
+
 impl Scenario for LedgerFencing {
     fn name(&self) -> &'static str {
         "ledger-fencing"
@@ -102,7 +134,12 @@ impl Scenario for LedgerFencing {
 
     fn run(&self, spec: &RunSpec) -> Outcome {
         let plan = Plan::draw(spec.seed);
-        let schedule = spec.schedule_for(&profile(&plan));
+        let schedule = spec.schedule.clone().unwrap_or_else(|| {
+            let mut drawn = spec.schedule_for(&profile(&plan));
+            drawn.actions.extend(lagging_bookie(&plan, spec.seed));
+            drawn.actions.sort_by_key(|a| a.at_ms);
+            drawn
+        });
         let (run_schedule, run_plan) = (schedule.clone(), plan.clone());
         let (history, bookies) = world::run(spec.seed, spec.bugs, |w| async move {
             w.add_node(SERVER, meta::serve);
