@@ -114,14 +114,6 @@ impl History {
     pub fn records(&self) -> Vec<Record> {
         self.state.lock().expect("history").records.clone()
     }
-
-    pub fn len(&self) -> usize {
-        self.state.lock().expect("history").records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Writes records as JSON Lines.

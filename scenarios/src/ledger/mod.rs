@@ -92,6 +92,17 @@ fn profile(plan: &Plan) -> Profile {
 
 pub struct LedgerFencing;
 
+/// What each bookie's journal would hold after a crash now, straight from its disk.
+fn durable_journals(w: &mqsim_sim::World, bookies: Vec<String>) -> BTreeMap<String, Vec<u8>> {
+    bookies
+        .into_iter()
+        .map(|b| {
+            let journal = w.disk(&b).durable_snapshot().remove(bookie::JOURNAL_FILE).unwrap_or_default();
+            (b, journal)
+        })
+        .collect()
+}
+
 /// A lagging bookie, as one composite fault: the recovery's fence request to it
 /// is lost while the writer's adds to it arrive late. Swarm draws rarely pair
 /// these two rules, yet together they are how a bookie that never saw the
@@ -155,15 +166,7 @@ impl Scenario for LedgerFencing {
             let world = w.clone();
             w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone()));
             w.sleep_until(END).await;
-            let bookies: BTreeMap<String, Vec<u8>> = run_plan
-                .bookie_names()
-                .into_iter()
-                .map(|b| {
-                    let journal = w.disk(&b).durable_snapshot().remove(bookie::JOURNAL_FILE).unwrap_or_default();
-                    (b, journal)
-                })
-                .collect();
-            (w.history.records(), bookies)
+            (w.history.records(), durable_journals(&w, run_plan.bookie_names()))
         });
         let fin = Final::from_journals(&bookies, None, false);
         let violations = check(&history, &fin);
@@ -250,14 +253,7 @@ impl Scenario for LedgerRepair {
             w.sleep_until(REPAIR_END).await;
             let mut names = run_plan.bookie_names();
             names.extend(JOINING.iter().map(|(b, _)| b.to_string()));
-            let journals: BTreeMap<String, Vec<u8>> = names
-                .into_iter()
-                .map(|b| {
-                    let journal = w.disk(&b).durable_snapshot().remove(bookie::JOURNAL_FILE).unwrap_or_default();
-                    (b, journal)
-                })
-                .collect();
-            (w.history.records(), journals)
+            (w.history.records(), durable_journals(&w, names))
         });
         let registered = checker::registered_at_end(&history);
         let fin = Final::from_journals(&journals, Some(registered), true);
