@@ -1,11 +1,22 @@
-//! `mqsim`: list scenarios, fault kinds and planted bugs; run one seed.
+//! `mqsim`: list scenarios, fault kinds and planted bugs; run one seed; run
+//! campaigns; replay and shrink case files; merge shard reports.
 
+mod campaign;
+mod case;
+mod exec;
+mod openchaos;
+mod report;
+mod shrink;
+mod timeline;
+
+use case::{Case, Verdict};
 use clap::{Parser, Subcommand};
-use mqsim_core::bugs::{Bug, Bugs};
+use mqsim_core::bugs::Bug;
 use mqsim_scenarios::{RunSpec, Scenario};
 use mqsim_sim::FaultKind;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "mqsim", about = "Deterministic simulation testbed for a replicated message queue")]
@@ -30,14 +41,88 @@ enum Command {
         /// Write the history of the run as JSON Lines.
         #[arg(long)]
         history: Option<PathBuf>,
+        /// Write a timeline of the run (SVG).
+        #[arg(long)]
+        timeline: Option<PathBuf>,
+        /// Write the client operations in OpenMessaging-Chaos history format.
+        #[arg(long)]
+        export_openchaos: Option<PathBuf>,
         /// Print the fault schedule before the verdict.
         #[arg(long)]
         show_schedule: bool,
+        /// Write the run as a case file (to replay or shrink it).
+        #[arg(long)]
+        case: Option<PathBuf>,
+    },
+    /// Run many seeds, each in its own process, and write reports and case files.
+    Campaign {
+        /// A scenario, or `all`.
+        #[arg(long)]
+        scenario: String,
+        /// Seeds A..B, both included (or one seed).
+        #[arg(long)]
+        seeds: String,
+        /// Seeds run at a time (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run only shard I of N (every N-th seed), to split a campaign between machines.
+        #[arg(long)]
+        shard: Option<String>,
+        #[arg(long)]
+        bug: Option<String>,
+        /// Directory for the reports and case files.
+        #[arg(long)]
+        out: PathBuf,
+        /// Wall-clock seconds after which a seed is killed and reported as a hang.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Run a case file again and compare the verdict and the history.
+    Replay {
+        case: PathBuf,
+        #[arg(long)]
+        history: Option<PathBuf>,
+        #[arg(long)]
+        timeline: Option<PathBuf>,
+        #[arg(long)]
+        export_openchaos: Option<PathBuf>,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Minimize a failing case while the same invariant keeps failing.
+    Shrink {
+        case: PathBuf,
+        /// Where to write the shrunk case (default: beside it, `.shrunk.json`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// At most this many candidate runs.
+        #[arg(long, default_value_t = 400)]
+        max_runs: usize,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Reports of campaigns.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+    /// Run one job given as JSON on stdin (how campaigns run each seed).
+    #[command(hide = true)]
+    Exec,
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Merge the output directories of campaign shards into one.
+    Merge {
+        dirs: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
 /// Bad input: one line on stderr, exit 2.
-struct BadInput(String);
+pub struct BadInput(pub String);
 
 fn main() -> ExitCode {
     mqsim_sim::log::init();
@@ -58,9 +143,20 @@ fn main() -> ExitCode {
             list();
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { scenario, seed, bug, history, show_schedule } => {
-            run(&scenario, seed, bug.as_deref(), history.as_deref(), show_schedule)
+        Command::Run { scenario, seed, bug, history, timeline, export_openchaos, show_schedule, case } => {
+            let outputs = exec::Outputs { history, timeline, openchaos: export_openchaos, only_on_failure: false };
+            run(&scenario, seed, bug, outputs, show_schedule, case.as_deref())
         }
+        Command::Campaign { scenario, seeds, jobs, shard, bug, out, timeout } => {
+            campaign(&scenario, &seeds, jobs, shard.as_deref(), bug, out, timeout)
+        }
+        Command::Replay { case, history, timeline, export_openchaos, timeout } => {
+            let outputs = exec::Outputs { history, timeline, openchaos: export_openchaos, only_on_failure: false };
+            replay(&case, outputs, timeout)
+        }
+        Command::Shrink { case, out, max_runs, timeout } => shrink(&case, out, max_runs, timeout),
+        Command::Report { command: ReportCommand::Merge { dirs, out } } => merge(&dirs, &out),
+        Command::Exec => return exec::child_main(),
     };
     result.unwrap_or_else(|BadInput(msg)| {
         eprintln!("error: {msg}");
@@ -86,30 +182,52 @@ fn list() {
 fn scenario(name: &str) -> Result<&'static dyn Scenario, BadInput> {
     mqsim_scenarios::find(name).ok_or_else(|| {
         let known: Vec<&str> = mqsim_scenarios::all().iter().map(|s| s.name()).collect();
-        BadInput(format!("unknown scenario '{name}' (known: {})", known.join(", ")))
+        BadInput(format!("unknown scenario '{name}' (known: {}, all)", known.join(", ")))
     })
 }
 
-fn bugs(name: Option<&str>) -> Result<Bugs, BadInput> {
-    let Some(name) = name else { return Ok(Bugs::none()) };
-    let bug = Bug::from_name(name).ok_or_else(|| {
-        let known: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
-        BadInput(format!("unknown bug '{name}' (known: {})", known.join(", ")))
-    })?;
-    Ok(Bugs::none().with(bug))
+fn bug_list(bug: Option<String>) -> Result<Vec<String>, BadInput> {
+    let bugs: Vec<String> = bug.into_iter().collect();
+    case::parse_bugs(&bugs)?;
+    Ok(bugs)
 }
 
-fn run(name: &str, seed: u64, bug: Option<&str>, history: Option<&Path>, show: bool) -> Result<ExitCode, BadInput> {
+fn run(
+    name: &str,
+    seed: u64,
+    bug: Option<String>,
+    outputs: exec::Outputs,
+    show: bool,
+    case_path: Option<&Path>,
+) -> Result<ExitCode, BadInput> {
     let scenario = scenario(name)?;
-    let spec = RunSpec { seed, bugs: bugs(bug)?, schedule: None };
-    if let Some(path) = history {
+    let bugs = bug_list(bug)?;
+    for path in [&outputs.history, &outputs.timeline, &outputs.openchaos].into_iter().flatten() {
         check_writable(path)?;
     }
+    if let Some(path) = case_path {
+        check_writable(path)?;
+    }
+    let spec = scenario.resolve(&RunSpec { seed, bugs: case::parse_bugs(&bugs)?, ..RunSpec::default() });
     let wall = std::time::Instant::now();
     let outcome = scenario.run(&spec);
     let wall = wall.elapsed().as_secs_f64();
-    if let Some(path) = history {
-        write_atomically(path, &mqsim_sim::history::to_jsonl(&outcome.history))?;
+    let verdict = exec::verdict_of(&outcome);
+    exec::write_outputs(&outputs, name, &spec, &outcome, &verdict)?;
+    if let Some(path) = case_path {
+        let case = Case {
+            format: case::FORMAT.into(),
+            scenario: name.to_string(),
+            seed,
+            bugs: bugs.clone(),
+            build: case::build_id().into(),
+            config: spec.config.clone(),
+            schedule: outcome.schedule.clone(),
+            verdict: verdict.clone(),
+            history: Some(case::Digest::of(&outcome.history)),
+            shrunk_from: None,
+        };
+        case.save(path)?;
     }
     if show {
         for a in &outcome.schedule.actions {
@@ -119,24 +237,155 @@ fn run(name: &str, seed: u64, bug: Option<&str>, history: Option<&Path>, show: b
     let s = &outcome.stats;
     let faults: u64 = s.faults.values().sum();
     let figures = format!("ops={} faults={faults} sim={}s wall={wall:.2}s", s.ops, s.sim_ms / 1000);
-    let bug = bug.map(|b| format!(" bug={b}")).unwrap_or_default();
-    match outcome.violations.first() {
-        None => {
-            println!("PASS {name} seed={seed}{bug} {figures}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(v) => {
-            let more = match outcome.violations.len() {
-                1 => String::new(),
-                n => format!(" (+{} more)", n - 1),
-            };
-            println!("FAIL {name} seed={seed}{bug} {}: {}{more}", v.invariant, v.detail);
-            Ok(ExitCode::from(1))
-        }
+    let bug = bugs.first().map(|b| format!(" bug={b}")).unwrap_or_default();
+    let title = format!("{name} seed={seed}{bug}");
+    match verdict {
+        Verdict::Pass => println!("PASS {title} {figures}"),
+        _ => println!("{}", verdict.headline(&title)),
+    }
+    Ok(if verdict.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn campaign(
+    name: &str,
+    seeds: &str,
+    jobs: Option<usize>,
+    shard: Option<&str>,
+    bug: Option<String>,
+    out: PathBuf,
+    timeout: u64,
+) -> Result<ExitCode, BadInput> {
+    let scenarios = match name {
+        "all" => mqsim_scenarios::all().to_vec(),
+        _ => vec![scenario(name)?],
+    };
+    let seeds = campaign::parse_seeds(seeds)?;
+    let shard = shard.map(campaign::parse_shard).transpose()?;
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if jobs == 0 {
+        return Err(BadInput("--jobs must be at least 1".into()));
+    }
+    if out.exists() && !out.is_dir() {
+        return Err(BadInput(format!("{} exists and is not a directory", out.display())));
+    }
+    let bugs = bug_list(bug)?;
+    let campaign = campaign::Campaign { scenarios, seeds, shard, bugs, jobs, out, watchdog: secs(timeout)? };
+    let summary = campaign.run()?;
+    for (name, s) in &summary.scenarios {
+        let failed: Vec<String> = s.failed.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        println!(
+            "{name}: {} seeds, {} passed, failed [{}], {} panics, {} hangs",
+            s.seeds,
+            s.passed,
+            failed.join(" "),
+            s.panics,
+            s.hangs
+        );
+    }
+    println!(
+        "campaign: {} seeds in {:.1}s with {} jobs ({:.1} seeds/s); reports in {}",
+        summary.seeds_run(),
+        summary.wall_seconds,
+        summary.jobs,
+        summary.seeds_run() as f64 / summary.wall_seconds.max(1e-9),
+        campaign.out.display()
+    );
+    Ok(if summary.failures() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn secs(timeout: u64) -> Result<Duration, BadInput> {
+    if timeout == 0 {
+        return Err(BadInput("--timeout must be at least 1 second".into()));
+    }
+    Ok(Duration::from_secs(timeout))
+}
+
+fn replay(path: &Path, outputs: exec::Outputs, timeout: u64) -> Result<ExitCode, BadInput> {
+    let case = Case::load(path)?;
+    for path in [&outputs.history, &outputs.timeline, &outputs.openchaos].into_iter().flatten() {
+        check_writable(path)?;
+    }
+    println!("replaying {} with {} fault actions", case.title(), case.schedule.actions.len());
+    if case.build != case::build_id() {
+        println!("note: recorded by build `{}`; this is `{}`: the verdict may differ", case.build, case::build_id());
+    }
+    let job = exec::Job {
+        scenario: case.scenario.clone(),
+        seed: case.seed,
+        bugs: case.bugs.clone(),
+        config: case.config.clone(),
+        schedule: Some(case.schedule.clone()),
+        outputs,
+    };
+    let ran = exec::execute(&job, secs(timeout)?)?;
+    println!("recorded: {}", case.verdict.line());
+    println!("replayed: {}", ran.verdict.line());
+    let same_verdict = ran.verdict.reproduces(&case.verdict);
+    let same_history = ran.history == case.history;
+    let history = match &ran.history {
+        Some(d) => format!("{} records, crc32c {}", d.records, d.crc32c),
+        None => "no history".into(),
+    };
+    if same_verdict && same_history {
+        println!("REPRODUCED: same verdict, same history ({history})");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let what = match (same_verdict, same_history) {
+            (false, false) => "the verdict and the history differ",
+            (false, true) => "the verdict differs",
+            _ => "the verdict is the same but the history differs",
+        };
+        println!("DIFFERENT: {what} (now {history})");
+        Ok(ExitCode::from(1))
     }
 }
 
-/// Fails early, before a long run, when the history file cannot be written.
+fn shrink(path: &Path, out: Option<PathBuf>, max_runs: usize, timeout: u64) -> Result<ExitCode, BadInput> {
+    let case = Case::load(path)?;
+    if case.verdict.passed() {
+        return Err(BadInput(format!("{} passed; only a failing case can be shrunk", path.display())));
+    }
+    let out = out.unwrap_or_else(|| {
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("case");
+        path.with_file_name(format!("{stem}.shrunk.json"))
+    });
+    check_writable(&out)?;
+    println!("shrinking {}: {}", case.title(), case.verdict.line());
+    let before = (case.schedule.actions.len(), case.config.clone());
+    let shrunk = shrink::Shrinker::new(case, secs(timeout)?, max_runs)?.run()?;
+    shrunk.save(&out)?;
+    let runs = shrunk.shrunk_from.as_ref().map_or(0, |s| s.runs);
+    println!(
+        "{} fault actions -> {}, config {} -> {} ({runs} runs)",
+        before.0,
+        shrunk.schedule.actions.len(),
+        serde_json::to_string(&before.1).unwrap_or_default(),
+        serde_json::to_string(&shrunk.config).unwrap_or_default()
+    );
+    for a in &shrunk.schedule.actions {
+        println!("  {a}");
+    }
+    println!("{}", shrunk.verdict.line());
+    println!("wrote {} (mqsim replay {})", out.display(), out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn merge(dirs: &[PathBuf], out: &Path) -> Result<ExitCode, BadInput> {
+    if dirs.is_empty() {
+        return Err(BadInput("report merge needs the directories of the shards".into()));
+    }
+    let summary = report::merge(dirs, out)?;
+    println!(
+        "merged {} shards: {} seeds, {} not passed; reports in {}",
+        dirs.len(),
+        summary.seeds_run(),
+        summary.failures(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fails early, before a long run, when a file cannot be written.
 fn check_writable(path: &Path) -> Result<(), BadInput> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
@@ -146,8 +395,9 @@ fn check_writable(path: &Path) -> Result<(), BadInput> {
 }
 
 /// Writes beside the target and renames, so a failure never leaves half a file.
-fn write_atomically(path: &Path, text: &str) -> Result<(), BadInput> {
-    let tmp = path.with_extension("partial");
+pub fn write_atomically(path: &Path, text: &str) -> Result<(), BadInput> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
     std::fs::write(&tmp, text)
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|e| BadInput(format!("cannot write {}: {e}", path.display())))

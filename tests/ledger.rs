@@ -11,7 +11,7 @@ fn run(seed: u64, bugs: Bugs) -> mqsim_scenarios::Outcome {
 }
 
 fn run_in(scenario: &str, seed: u64, bugs: Bugs) -> mqsim_scenarios::Outcome {
-    find(scenario).unwrap().run(&RunSpec { seed, bugs, schedule: None })
+    find(scenario).unwrap().run(&RunSpec { seed, bugs, ..RunSpec::default() })
 }
 
 #[test]

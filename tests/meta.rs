@@ -52,7 +52,7 @@ fn passes_500_consecutive_seeds_with_faults_on() {
 fn ack_before_fsync_is_caught_as_a_lost_acknowledged_write() {
     let bugs = Bugs::none().with(Bug::MetaAckBeforeFsync);
     let caught = (1..=500).find_map(|seed| {
-        let outcome = find("meta").unwrap().run(&RunSpec { seed, bugs, schedule: None });
+        let outcome = find("meta").unwrap().run(&RunSpec { seed, bugs, ..RunSpec::default() });
         outcome.violations.into_iter().find(|v| v.invariant == "K1").map(|v| (seed, v))
     });
     let (seed, v) = caught.expect("no seed within 500 lost an acknowledged write");

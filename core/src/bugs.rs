@@ -85,4 +85,9 @@ impl Bugs {
     pub fn has(self, bug: Bug) -> bool {
         self.0 & (1 << bug as u64) != 0
     }
+
+    /// The bugs switched on, in declaration order.
+    pub fn list(self) -> Vec<Bug> {
+        Bug::ALL.iter().copied().filter(|b| self.has(*b)).collect()
+    }
 }

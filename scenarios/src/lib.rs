@@ -3,21 +3,41 @@
 pub mod ledger;
 pub mod meta;
 mod ops;
+pub mod selftest;
 
 use mqsim_core::bugs::Bugs;
 use mqsim_sim::nemesis::Profile;
 use mqsim_sim::{Record, Schedule};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How to run one seed.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunSpec {
     pub seed: u64,
     pub bugs: Bugs,
+    pub config: Config,
     /// The fault schedule to execute; drawn from the seed when `None`.
     pub schedule: Option<Schedule>,
+}
+
+/// The size of a run, as a shrinker turns it down. `None` is the scenario's
+/// own choice (drawn from the seed or fixed); [`Scenario::resolve`] fills in
+/// every knob the scenario has.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Client nodes (scenario `meta`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<usize>,
+    /// Each client (or writer) stops after this many operations; unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops_per_client: Option<u64>,
+    /// Length of the fault phase in milliseconds; the calm phase, the final
+    /// reads and the end of the run follow it at fixed gaps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_ms: Option<u64>,
 }
 
 /// An invariant that did not hold, named as in DESIGN.md or the README.
@@ -25,10 +45,23 @@ pub struct RunSpec {
 pub struct Violation {
     pub invariant: &'static str,
     pub detail: String,
+    /// The client operation (history id) the violation is about, when there is one.
+    pub op: Option<u64>,
+}
+
+impl Violation {
+    pub fn new(invariant: &'static str, detail: String) -> Violation {
+        Violation { invariant, detail, op: None }
+    }
+
+    /// A violation about client operation `op`.
+    pub fn at(invariant: &'static str, op: u64, detail: String) -> Violation {
+        Violation { invariant, detail, op: Some(op) }
+    }
 }
 
 /// Figures of one run, for the verdict line and reports.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub ops: u64,
     pub sim_ms: u64,
@@ -61,18 +94,33 @@ impl RunSpec {
             .clone()
             .unwrap_or_else(|| Schedule::generate(profile, &mut mqsim_sim::rng_for(self.seed, "nemesis")))
     }
+
+    /// The fault phase: the configured length, or the scenario's default.
+    pub fn phase(&self, default: Duration) -> Duration {
+        self.config.phase_ms.map_or(default, Duration::from_millis)
+    }
 }
 
 pub trait Scenario: Sync {
     fn name(&self) -> &'static str;
     fn about(&self) -> &'static str;
+    /// The spec with everything the seed would draw made explicit: every
+    /// configuration knob and the fault schedule. Running the result is the
+    /// same run as running `spec`.
+    fn resolve(&self, spec: &RunSpec) -> RunSpec;
     fn run(&self, spec: &RunSpec) -> Outcome;
 }
 
+/// The scenarios that test the system; campaigns over `all` run these.
 pub fn all() -> &'static [&'static dyn Scenario] {
     &[&meta::Meta, &ledger::LedgerFencing, &ledger::LedgerRepair]
 }
 
+/// Scenarios that test the testbed itself (they fail on purpose).
+pub fn testbed_checks() -> &'static [&'static dyn Scenario] {
+    &[&selftest::SelfTest]
+}
+
 pub fn find(name: &str) -> Option<&'static dyn Scenario> {
-    all().iter().copied().find(|s| s.name() == name)
+    all().iter().chain(testbed_checks()).copied().find(|s| s.name() == name)
 }

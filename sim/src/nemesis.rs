@@ -73,6 +73,27 @@ pub enum Fault {
     },
 }
 
+impl Fault {
+    /// The nodes the fault names.
+    pub fn nodes(&self) -> Vec<&str> {
+        match self {
+            Fault::Crash { node }
+            | Fault::Pause { node }
+            | Fault::Isolate { node }
+            | Fault::DiskCorrupt { node }
+            | Fault::DiskReadFlips { node, .. }
+            | Fault::DiskErrors { node, .. }
+            | Fault::SlowFsync { node, .. }
+            | Fault::ClockSkew { node, .. }
+            | Fault::ClockDrift { node, .. }
+            | Fault::ClockJump { node, .. } => vec![node.as_str()],
+            Fault::Partition { a, b } => a.iter().chain(b).map(String::as_str).collect(),
+            Fault::OneWay { from, to } => from.iter().chain(to).map(String::as_str).collect(),
+            Fault::Filter { rule } => rule.from.iter().chain(&rule.to).map(String::as_str).collect(),
+        }
+    }
+}
+
 /// A fault and its window.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultAction {

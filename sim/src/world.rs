@@ -54,13 +54,18 @@ pub struct World {
     rng: Mutex<ChaCha8Rng>,
 }
 
+/// Simulated time after which a run counts as hung.
+pub const TIME_LIMIT: Duration = Duration::from_secs(30 * 60);
+
 /// Runs `body` in a fresh simulation seeded with `seed` and returns its result.
 pub fn run<T, F, Fut>(seed: u64, bugs: Bugs, body: F) -> T
 where
     F: FnOnce(Arc<World>) -> Fut,
     Fut: Future<Output = T>,
 {
-    let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    // A run that outlives every scenario's timeline is stuck: madsim panics.
+    runtime.set_time_limit(TIME_LIMIT);
     runtime.block_on(async move { body(World::new(seed, bugs)).await })
 }
 

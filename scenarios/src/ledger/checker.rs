@@ -70,9 +70,9 @@ struct Acked {
 pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
     let ops = ops(history);
     let mut out = Vec::new();
-    let mut report = |invariant: &'static str, detail: String| {
+    let mut report = |invariant: &'static str, op: Option<u64>, detail: String| {
         if out.len() < 20 {
-            out.push(Violation { invariant, detail });
+            out.push(Violation { invariant, detail, op });
         }
     };
 
@@ -102,7 +102,7 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
     }
     let listed = ops.iter().any(|o| o.node == super::CHECKER && o.op == "list_ledgers" && o.ok());
     if !listed {
-        report("LL", "the metadata service did not list the ledgers after the faults stopped".into());
+        report("LL", None, "the metadata service did not list the ledgers after the faults stopped".into());
     }
 
     // L4: after fencing, no normal add is acknowledged.
@@ -111,6 +111,7 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
         if let Some((entry, a)) = adds.iter().find(|(_, a)| a.start > fenced_at) {
             report(
                 "L4",
+                Some(a.op),
                 format!(
                     "ledger {ledger}: add #{} (entry {entry}) was invoked at {} after {by} fenced the ledger at {}, and was acknowledged at {}",
                     a.op,
@@ -125,13 +126,14 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
     for (ledger, order) in &mut ack_order {
         order.sort();
         if let Some((i, (_, entry))) = order.iter().enumerate().find(|(i, (_, e))| *e != *i as i64) {
-            report("L6", format!("ledger {ledger}: acknowledgement {i} was entry {entry}, not {i}"));
+            report("L6", None, format!("ledger {ledger}: acknowledgement {i} was entry {entry}, not {i}"));
         }
     }
 
     for o in ops.iter().filter(|o| o.node == super::CHECKER && o.op == "read_meta" && !o.ok()) {
         report(
             "LL",
+            Some(o.id),
             format!(
                 "ledger {}: its metadata could not be read after the faults stopped",
                 o.args.u64("ledger").unwrap_or(0)
@@ -142,13 +144,14 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
     for (ledger, meta) in &metas {
         let adds = acked.get(ledger).unwrap_or(&no_acks);
         if meta.state != State::Closed {
-            report("LL", format!("ledger {ledger} is still {:?} after the faults stopped", meta.state));
+            report("LL", None, format!("ledger {ledger} is still {:?} after the faults stopped", meta.state));
             continue;
         }
         let last = meta.last_entry;
         if let Some((entry, a)) = adds.range(last + 1..).next() {
             report(
                 "L1",
+                Some(a.op),
                 format!(
                     "ledger {ledger} closed at entry {last}, but entry {entry} was acknowledged (add #{} at {})",
                     a.op,
@@ -168,6 +171,7 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
                     let other = String::from_utf8_lossy(other);
                     report(
                         "L1",
+                        adds.get(&entry).map(|a| a.op),
                         format!(
                             "ledger {ledger} entry {entry}: {b} holds {other:?}, but {:?} was acknowledged",
                             String::from_utf8_lossy(v)
@@ -177,6 +181,7 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
                 if copies.is_empty() {
                     report(
                         "L2",
+                        adds.get(&entry).map(|a| a.op),
                         format!("ledger {ledger} entry {entry} was acknowledged but no bookie of {set:?} stores it"),
                     );
                     continue;
@@ -185,12 +190,14 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
             if copies.is_empty() {
                 report(
                     "L6",
+                    None,
                     format!("ledger {ledger} closed at {last} but entry {entry} is stored nowhere in {set:?}"),
                 );
             } else if copies.len() < need {
                 let holders: Vec<&String> = copies.iter().map(|(b, _)| *b).collect();
                 report(
                     "L3",
+                    adds.get(&entry).map(|a| a.op),
                     format!(
                         "ledger {ledger} entry {entry} is stored on {holders:?} only; {need} of {set:?} must hold it"
                     ),
@@ -201,7 +208,7 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
             let lost: BTreeSet<&String> =
                 meta.ensembles.values().flatten().filter(|b| !registered.contains(*b)).collect();
             if !lost.is_empty() {
-                report("L5", format!("ledger {ledger} still names lost bookies {lost:?} after repair"));
+                report("L5", None, format!("ledger {ledger} still names lost bookies {lost:?} after repair"));
             }
         }
     }

@@ -15,11 +15,11 @@
 mod checker;
 mod workload;
 
-use crate::{Outcome, RunSpec, Scenario};
+use crate::{Config, Outcome, RunSpec, Scenario};
 use mqsim_core::{auditor, bookie, meta};
 use mqsim_sim::nemesis::Profile;
 use mqsim_sim::net::{Effect, FilterRule};
-use mqsim_sim::{world, Fault, FaultAction, FaultKind};
+use mqsim_sim::{world, Fault, FaultAction, FaultKind, Schedule};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -30,10 +30,29 @@ pub use checker::{check, Final};
 pub const SERVER: &str = "meta-0";
 pub const CHECKER: &str = "checker";
 const FAULT_PHASE: Duration = Duration::from_secs(40);
-const WRITER_STOP: Duration = Duration::from_secs(50);
-const RECOVER_UNTIL: Duration = Duration::from_secs(70);
-const FINAL_READ: Duration = Duration::from_secs(72);
-const END: Duration = Duration::from_secs(80);
+
+/// `ledger-fencing` after its fault phase (40 s by default): the writer stops
+/// 10 s later, the recoverer closes what is left for 20 s more, the checker
+/// reads at +32 s and the run ends at +40 s.
+struct Timeline {
+    writer_stop: Duration,
+    recover_until: Duration,
+    final_read: Duration,
+    end: Duration,
+}
+
+impl Timeline {
+    fn after(phase: Duration) -> Timeline {
+        let at = |secs| phase + Duration::from_secs(secs);
+        Timeline { writer_stop: at(10), recover_until: at(30), final_read: at(32), end: at(40) }
+    }
+}
+
+/// The knobs both ledger scenarios have: the fault phase and the writer's operation budget.
+fn resolve_ledger(spec: &RunSpec, schedule: Schedule) -> RunSpec {
+    let config = Config { phase_ms: Some(spec.phase(FAULT_PHASE).as_millis() as u64), ..spec.config.clone() };
+    RunSpec { config, schedule: Some(schedule), ..spec.clone() }
+}
 
 /// Ensemble shapes (E, Qw, Qa) a seed draws from.
 pub const SHAPES: &[(usize, usize, usize)] = &[(3, 3, 2), (3, 2, 2), (5, 3, 2), (4, 4, 3)];
@@ -143,7 +162,7 @@ impl Scenario for LedgerFencing {
         "a writer adds continuously while a recoverer fences and recovers its ledgers; bookies crash and restart"
     }
 
-    fn run(&self, spec: &RunSpec) -> Outcome {
+    fn resolve(&self, spec: &RunSpec) -> RunSpec {
         let plan = Plan::draw(spec.seed);
         let schedule = spec.schedule.clone().unwrap_or_else(|| {
             let mut drawn = spec.schedule_for(&profile(&plan));
@@ -151,31 +170,45 @@ impl Scenario for LedgerFencing {
             drawn.actions.sort_by_key(|a| a.at_ms);
             drawn
         });
-        let (run_schedule, run_plan) = (schedule.clone(), plan.clone());
+        resolve_ledger(spec, schedule)
+    }
+
+    fn run(&self, spec: &RunSpec) -> Outcome {
+        let spec = self.resolve(spec);
+        let plan = Plan::draw(spec.seed);
+        let schedule = spec.schedule.clone().unwrap_or_default();
+        let t = Timeline::after(spec.phase(FAULT_PHASE));
+        let (run_schedule, run_plan, max_ops) = (schedule.clone(), plan.clone(), spec.config.ops_per_client);
         let (history, bookies) = world::run(spec.seed, spec.bugs, |w| async move {
             w.add_node(SERVER, meta::serve);
             for b in run_plan.bookie_names() {
                 w.add_node(&b, |env| bookie::serve(env, SERVER.to_string()));
             }
             let (world, plan) = (w.clone(), run_plan.clone());
-            w.add_node("writer-0", move |env| workload::writer(env, world.clone(), plan.clone(), WRITER_STOP));
+            w.add_node("writer-0", move |env| {
+                workload::writer(env, world.clone(), plan.clone(), t.writer_stop, max_ops)
+            });
             let world = w.clone();
-            w.add_node("recoverer-0", move |env| workload::recoverer(env, world.clone(), WRITER_STOP, RECOVER_UNTIL));
+            w.add_node("recoverer-0", move |env| {
+                workload::recoverer(env, world.clone(), t.writer_stop, t.recover_until)
+            });
             w.spawn_nemesis(run_schedule);
-            w.sleep_until(FINAL_READ).await;
+            w.sleep_until(t.final_read).await;
             let world = w.clone();
             w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone()));
-            w.sleep_until(END).await;
+            w.sleep_until(t.end).await;
             (w.history.records(), durable_journals(&w, run_plan.bookie_names()))
         });
         let fin = Final::from_journals(&bookies, None, false);
         let violations = check(&history, &fin);
-        Outcome::new(violations, history, schedule, END)
+        Outcome::new(violations, history, schedule, t.end)
     }
 }
 
-const REPAIR_WRITERS_STOP: Duration = Duration::from_secs(45);
-const REPAIR_RECOVER_UNTIL: Duration = Duration::from_secs(60);
+/// After the fault phase the writer stops (+5 s) and the recoverer closes what
+/// is left (+20 s); the repair itself needs the fixed time below, whatever the phase.
+const REPAIR_WRITERS_STOP_AFTER: Duration = Duration::from_secs(5);
+const REPAIR_RECOVER_AFTER: Duration = Duration::from_secs(20);
 const REPAIR_FINAL_READ: Duration = Duration::from_secs(170);
 const REPAIR_END: Duration = Duration::from_secs(180);
 /// Bookies that join while the run goes on, and when.
@@ -205,33 +238,30 @@ impl Scenario for LedgerRepair {
         "bookies are lost for good and new ones join while ledgers are written; the auditor must restore Qw copies"
     }
 
+    fn resolve(&self, spec: &RunSpec) -> RunSpec {
+        let (_, prof) = repair_losses(spec.seed);
+        resolve_ledger(spec, spec.schedule_for(&prof))
+    }
+
     fn run(&self, spec: &RunSpec) -> Outcome {
+        let spec = self.resolve(spec);
         let plan = Plan::draw(spec.seed);
-        let mut rng = mqsim_sim::rng_for(spec.seed, "ledger-repair/losses");
-        // One bookie is lost for good; another is down for a long time and then
-        // returns. Storage survives Qw-1 losses at once, not more.
-        let names: Vec<String> = plan.bookie_names().choose_multiple(&mut rng, 2).cloned().collect();
-        let at = |rng: &mut rand_chacha::ChaCha8Rng| Duration::from_millis(rng.gen_range(5_000..35_000));
-        let lost_at = at(&mut rng);
-        let away_at = at(&mut rng);
-        let away_for = Duration::from_millis(rng.gen_range(20_000..40_000));
-        let lost: Vec<(String, Duration)> = vec![(names[0].clone(), lost_at), (names[1].clone(), away_at)];
-        let back = (names[1].clone(), away_at + away_for);
-        let mut prof = profile(&plan);
-        prof.targets.retain(|t| !lost.iter().any(|(b, _)| b == t));
-        let schedule = spec.schedule_for(&prof);
-        let (run_schedule, run_plan) = (schedule.clone(), plan.clone());
+        let (Losses { lost, back }, _) = repair_losses(spec.seed);
+        let schedule = spec.schedule.clone().unwrap_or_default();
+        let phase = spec.phase(FAULT_PHASE);
+        let (writers_stop, recover_until) = (phase + REPAIR_WRITERS_STOP_AFTER, phase + REPAIR_RECOVER_AFTER);
+        let (run_schedule, run_plan, max_ops) = (schedule.clone(), plan.clone(), spec.config.ops_per_client);
         let (history, journals) = world::run(spec.seed, spec.bugs, |w| async move {
             w.add_node(SERVER, meta::serve);
             for b in run_plan.bookie_names() {
                 w.add_node(&b, bookie_with_autorecovery);
             }
             let (world, plan) = (w.clone(), run_plan.clone());
-            w.add_node("writer-0", move |env| workload::writer(env, world.clone(), plan.clone(), REPAIR_WRITERS_STOP));
-            let world = w.clone();
-            w.add_node("recoverer-0", move |env| {
-                workload::recoverer(env, world.clone(), REPAIR_WRITERS_STOP, REPAIR_RECOVER_UNTIL)
+            w.add_node("writer-0", move |env| {
+                workload::writer(env, world.clone(), plan.clone(), writers_stop, max_ops)
             });
+            let world = w.clone();
+            w.add_node("recoverer-0", move |env| workload::recoverer(env, world.clone(), writers_stop, recover_until));
             w.spawn_nemesis(run_schedule);
             // Losses, returns and arrivals, in time order.
             let mut changes: Vec<(Duration, &str, Change)> =
@@ -260,4 +290,28 @@ impl Scenario for LedgerRepair {
         let violations = check(&history, &fin);
         Outcome::new(violations, history, schedule, REPAIR_END)
     }
+}
+
+/// The bookies `ledger-repair` loses: one for good, one for a long while.
+struct Losses {
+    lost: Vec<(String, Duration)>,
+    back: (String, Duration),
+}
+
+/// Draws the seed's losses, and the nemesis profile that spares the lost bookies.
+fn repair_losses(seed: u64) -> (Losses, Profile) {
+    let plan = Plan::draw(seed);
+    let mut rng = mqsim_sim::rng_for(seed, "ledger-repair/losses");
+    // One bookie is lost for good; another is down for a long time and then
+    // returns. Storage survives Qw-1 losses at once, not more.
+    let names: Vec<String> = plan.bookie_names().choose_multiple(&mut rng, 2).cloned().collect();
+    let at = |rng: &mut rand_chacha::ChaCha8Rng| Duration::from_millis(rng.gen_range(5_000..35_000));
+    let lost_at = at(&mut rng);
+    let away_at = at(&mut rng);
+    let away_for = Duration::from_millis(rng.gen_range(20_000..40_000));
+    let lost: Vec<(String, Duration)> = vec![(names[0].clone(), lost_at), (names[1].clone(), away_at)];
+    let back = (names[1].clone(), away_at + away_for);
+    let mut prof = profile(&plan);
+    prof.targets.retain(|t| !lost.iter().any(|(b, _)| b == t));
+    (Losses { lost, back }, prof)
 }

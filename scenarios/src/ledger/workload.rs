@@ -16,13 +16,15 @@ fn error(e: &LedgerError) -> Value {
 }
 
 /// Creates ledgers and adds to them, `plan.window` adds in flight, rolling
-/// over to a new ledger after a while or when fenced.
-pub async fn writer(env: Env, world: Arc<World>, plan: Plan, stop: Duration) {
+/// over to a new ledger after a while or when fenced, until `stop` or until
+/// `max_adds` adds were sent.
+pub async fn writer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, max_adds: Option<u64>) {
     let c = LedgerClient::new(&env, SERVER);
     let (e, qw, qa) = plan.shape;
     let mut counter = 0u64;
     let incarnation = env.rng(|r| r.gen::<u32>());
-    while world.elapsed() < stop {
+    let budget_left = |counter: u64| max_adds.is_none_or(|max| counter < max);
+    while world.elapsed() < stop && budget_left(counter) {
         let op = world.history.invoke(&env.name, "create", json!({ "e": e, "qw": qw, "qa": qa }));
         let writer = match c.create(e, qw, qa).await {
             Ok(w) => {
@@ -40,7 +42,12 @@ pub async fn writer(env: Env, world: Arc<World>, plan: Plan, stop: Duration) {
         let (mut sent, mut failed) = (0, false);
         let mut inflight: VecDeque<(OpId, _)> = VecDeque::new();
         loop {
-            while !failed && inflight.len() < plan.window && sent < target && world.elapsed() < stop {
+            while !failed
+                && inflight.len() < plan.window
+                && sent < target
+                && world.elapsed() < stop
+                && budget_left(counter)
+            {
                 counter += 1;
                 sent += 1;
                 let value = format!("{}.{incarnation:08x}.{counter}", env.name);

@@ -130,16 +130,17 @@ fn check_zxid(ops: &[Op], out: &mut Vec<Violation>) {
     for s in &floors.by_end {
         if let Some(f) = floors.before(s.start) {
             if s.stat.mzxid < f.stat.mzxid {
-                out.push(Violation {
-                    invariant: "K1",
-                    detail: format!(
+                out.push(Violation::at(
+                    "K1",
+                    ops[s.op].id,
+                    format!(
                         "acknowledged write lost: {} saw zxid {}, but the later {} saw zxid {}",
                         ops[f.op].describe(),
                         f.stat.mzxid,
                         ops[s.op].describe(),
                         s.stat.mzxid
                     ),
-                });
+                ));
                 return;
             }
         }
@@ -180,30 +181,32 @@ fn check_keys(ops: &[Op], expired: &BTreeMap<u64, u64>, out: &mut Vec<Violation>
         if o.op == "set" {
             if let Some(v) = o.args.u64("version") {
                 if stat.version != v + 1 {
-                    out.push(Violation {
-                        invariant: "K3",
-                        detail: format!(
+                    out.push(Violation::at(
+                        "K3",
+                        o.id,
+                        format!(
                             "stale compare-and-set succeeded: {} expected version {v} and made version {}",
                             o.describe(),
                             stat.version
                         ),
-                    });
+                    ));
                 }
             }
         }
         if let Some(value) = value {
             let st = (stat.mzxid, value, i);
             match states.get(&(key, stat.czxid, stat.version)) {
-                Some(&(mzxid, other, j)) if (mzxid, other) != (st.0, st.1) => out.push(Violation {
-                    invariant: "K3",
-                    detail: format!(
+                Some(&(mzxid, other, j)) if (mzxid, other) != (st.0, st.1) => out.push(Violation::at(
+                    "K3",
+                    o.id,
+                    format!(
                         "two states share version {} of {key}: {} has {other:?} (zxid {mzxid}), {} has {value:?} (zxid {})",
                         stat.version,
                         ops[j].describe(),
                         o.describe(),
                         stat.mzxid
                     ),
-                }),
+                )),
                 Some(_) => {}
                 None => {
                     states.insert((key, stat.czxid, stat.version), st);
@@ -225,9 +228,9 @@ fn check_keys(ops: &[Op], expired: &BTreeMap<u64, u64>, out: &mut Vec<Violation>
             .is_some_and(|s| closes.get(&s).is_some_and(|&c| c < t) || expired.get(&s).is_some_and(|&e| e < t));
         deleted || owner_gone
     };
-    let mut report = |invariant, detail| {
+    let mut report = |invariant, op, detail| {
         if out.len() < 20 {
-            out.push(Violation { invariant, detail })
+            out.push(Violation::at(invariant, op, detail))
         }
     };
     for o in ops.iter().filter(|o| o.ok()) {
@@ -240,6 +243,7 @@ fn check_keys(ops: &[Op], expired: &BTreeMap<u64, u64>, out: &mut Vec<Violation>
                         let (inv, what) = if f.by_write { ("K1", "acknowledged write lost") } else { ("K2", "version went backwards") };
                         report(
                             inv,
+                            o.id,
                             format!(
                                 "{what}: {} saw {key} at zxid {} version {}, the later {} saw zxid {} version {}",
                                 ops[f.op].describe(),
@@ -253,6 +257,7 @@ fn check_keys(ops: &[Op], expired: &BTreeMap<u64, u64>, out: &mut Vec<Violation>
                     }
                     None if !removed(key, f, o.end) => report(
                         "K1",
+                        o.id,
                         format!(
                             "acknowledged write lost: {} saw {key} at zxid {}, the later {} found no such key and nothing removed it",
                             ops[f.op].describe(),
@@ -273,6 +278,7 @@ fn check_keys(ops: &[Op], expired: &BTreeMap<u64, u64>, out: &mut Vec<Violation>
                     if !listed.contains(&&key[prefix.len()..]) && !removed(key, f, o.end) {
                         report(
                             "K1",
+                            o.id,
                             format!(
                                 "acknowledged write lost: {} saw {key} at zxid {}, the later {} did not list it and nothing removed it",
                                 ops[f.op].describe(),
@@ -311,15 +317,16 @@ fn check_sessions(ops: &[Op], expired: &BTreeMap<u64, u64>, drift_ppm: i64, out:
         let Some(last) = before.max_by_key(|o| o.start) else { continue };
         let earliest = last.start + timeout_us as u64;
         if t < earliest {
-            out.push(Violation {
-                invariant: "K4",
-                detail: format!(
+            out.push(Violation::at(
+                "K4",
+                last.id,
+                format!(
                     "session {session} expired at {} but {} kept it alive until at least {}",
                     secs(t),
                     last.describe(),
                     secs(earliest)
                 ),
-            });
+            ));
         }
     }
     let leftover = ops
@@ -328,14 +335,11 @@ fn check_sessions(ops: &[Op], expired: &BTreeMap<u64, u64>, drift_ppm: i64, out:
         .filter_map(|o| o.res_field("children")?.as_array().filter(|a| !a.is_empty()).map(|a| (o, a)))
         .next();
     if let Some((o, keys)) = leftover {
-        out.push(Violation {
-            invariant: "K4",
-            detail: format!(
-                "ephemeral keys outlived their sessions: {} listed {}",
-                o.describe(),
-                Value::from(keys.clone())
-            ),
-        });
+        out.push(Violation::at(
+            "K4",
+            o.id,
+            format!("ephemeral keys outlived their sessions: {} listed {}", o.describe(), Value::from(keys.clone())),
+        ));
     }
 }
 
@@ -360,10 +364,11 @@ fn check_values(ops: &[Op], out: &mut Vec<Violation>) {
             })
         });
         if !written {
-            out.push(Violation {
-                invariant: "K5",
-                detail: format!("{} read {value:?}, which no create or set wrote to {key}", o.describe()),
-            });
+            out.push(Violation::at(
+                "K5",
+                o.id,
+                format!("{} read {value:?}, which no create or set wrote to {key}", o.describe()),
+            ));
             return;
         }
     }
@@ -376,12 +381,12 @@ fn check_final(ops: &[Op], out: &mut Vec<Violation>) {
         *answered.entry((o.op, o.arg("key").unwrap_or(""))).or_default() |= o.ok();
     }
     if !ops.iter().any(|o| o.node == CHECKER && o.op == "final_reads" && o.ok()) {
-        out.push(Violation { invariant: "K6", detail: "the final reads did not finish before the run ended".into() });
+        out.push(Violation::new("K6", "the final reads did not finish before the run ended".into()));
     }
     if let Some(((op, key), _)) = answered.iter().find(|(_, ok)| !**ok) {
-        out.push(Violation {
-            invariant: "K6",
-            detail: format!("the service did not answer the final {op} {key} after the faults stopped"),
-        });
+        out.push(Violation::new(
+            "K6",
+            format!("the service did not answer the final {op} {key} after the faults stopped"),
+        ));
     }
 }

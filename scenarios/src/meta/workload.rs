@@ -1,6 +1,6 @@
 //! What the clients of scenario `meta` do, and how each operation is recorded.
 
-use super::{SERVER, SESSION_TIMEOUT};
+use super::{Timeline, SERVER, SESSION_TIMEOUT};
 use futures::StreamExt;
 use mqsim_core::env::Env;
 use mqsim_core::meta::{MetaClient, MetaError, Reply, Request, SessionId};
@@ -63,8 +63,10 @@ fn reply_json(reply: &Reply) -> Value {
 }
 
 /// A client node: one session at a time (kept alive by heartbeats, sometimes
-/// abandoned or closed on purpose) and a stream of random operations.
-pub async fn client(env: Env, world: Arc<World>, stop: Duration) {
+/// abandoned or closed on purpose) and a stream of random operations, until
+/// the timeline stops clients or `max_ops` operations are done.
+pub async fn client(env: Env, world: Arc<World>, timeline: Timeline, max_ops: Option<u64>) {
+    let stop = timeline.clients_stop;
     let meta = MetaClient::new(&env, SERVER, REQUEST_TIMEOUT);
     let session: Arc<Mutex<Option<SessionId>>> = Arc::default();
     madsim::task::spawn(heartbeats(env.clone(), world.clone(), meta.clone(), session.clone(), stop));
@@ -72,7 +74,9 @@ pub async fn client(env: Env, world: Arc<World>, stop: Duration) {
     let incarnation = env.rng(|r| r.gen::<u32>());
     let mut counter = 0u64;
     let mut versions: BTreeMap<String, u64> = BTreeMap::new();
-    while world.elapsed() < stop {
+    let mut done = 0u64;
+    while world.elapsed() < stop && max_ops.is_none_or(|max| done < max) {
+        done += 1;
         env.sleep(env.random_duration(Duration::from_millis(10), Duration::from_millis(80))).await;
         let current = *session.lock().expect("session");
         let Some(s) = current else {
@@ -104,7 +108,7 @@ pub async fn client(env: Env, world: Arc<World>, stop: Duration) {
                 ("create", Request::Create { path, value, ephemeral: None, sequential: true })
             }
             89..=91 => ("children", Request::Children { path: "/q".into() }),
-            92..=95 if world.elapsed() < super::FAULT_PHASE => {
+            92..=95 if world.elapsed() < timeline.phase => {
                 // Abandon the session: it stops heartbeating and must expire.
                 *session.lock().expect("session") = None;
                 continue;

@@ -1,0 +1,244 @@
+//! Runs one seed in a child process of this executable (`mqsim exec`), so a
+//! panic, an abort or an endless loop costs that seed only: the parent gets a
+//! verdict whatever the child does, and kills it when the watchdog fires.
+//!
+//! The child reads a [`Job`] as JSON on stdin and writes two JSON lines on
+//! stdout: the resolved configuration and schedule before it runs, and the
+//! verdict after.
+
+use crate::case::{parse_bugs, Digest, Verdict};
+use crate::BadInput;
+use mqsim_scenarios::{Config, Outcome, RunSpec, Stats};
+use mqsim_sim::Schedule;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One run for a child to do.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Job {
+    pub scenario: String,
+    pub seed: u64,
+    pub bugs: Vec<String>,
+    pub config: Config,
+    /// Drawn from the seed when absent.
+    pub schedule: Option<Schedule>,
+    pub outputs: Outputs,
+}
+
+/// Files the child writes from the run's history.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Outputs {
+    pub history: Option<PathBuf>,
+    pub timeline: Option<PathBuf>,
+    pub openchaos: Option<PathBuf>,
+    /// Write them only when the run did not pass.
+    pub only_on_failure: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Message {
+    Resolved { config: Config, schedule: Schedule },
+    Done { verdict: Verdict, history: Option<Digest>, stats: Option<Stats> },
+}
+
+/// What the parent learns about one run.
+pub struct Executed {
+    pub config: Config,
+    pub schedule: Schedule,
+    pub verdict: Verdict,
+    pub history: Option<Digest>,
+    pub stats: Stats,
+    pub wall: Duration,
+}
+
+/// Runs `job` in a child process; a child that has not finished after
+/// `watchdog` of wall-clock time is killed and its seed reported as a hang.
+pub fn execute(job: &Job, watchdog: Duration) -> Result<Executed, BadInput> {
+    let started = Instant::now();
+    let exe = std::env::current_exe().map_err(|e| BadInput(format!("cannot find this executable: {e}")))?;
+    let mut child = Command::new(exe)
+        .arg("exec")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| BadInput(format!("cannot start a child process: {e}")))?;
+    let job_json = serde_json::to_string(job).expect("job to json");
+    let _ = child.stdin.take().expect("piped stdin").write_all(job_json.as_bytes());
+    // Both pipes are drained on threads, so a chatty child never blocks on a full pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let (stdout, killed) = match rx.recv_timeout(watchdog) {
+        Ok(text) => (text, false),
+        Err(_) => {
+            let _ = child.kill();
+            (rx.recv().unwrap_or_default(), true)
+        }
+    };
+    let status = child.wait().map_err(|e| BadInput(format!("lost a child process: {e}")))?;
+    let stderr = stderr.join().unwrap_or_default();
+
+    let mut resolved = None;
+    let mut done = None;
+    for line in stdout.lines() {
+        match serde_json::from_str::<Message>(line) {
+            Ok(Message::Resolved { config, schedule }) => resolved = Some((config, schedule)),
+            Ok(Message::Done { verdict, history, stats }) => done = Some((verdict, history, stats)),
+            Err(_) => {}
+        }
+    }
+    let (config, schedule) = resolved.unwrap_or_else(|| (job.config.clone(), job.schedule.clone().unwrap_or_default()));
+    let (verdict, history, stats) = match done {
+        Some(done) => done,
+        None if killed => {
+            let reason =
+                format!("no verdict after {} s of wall-clock time; the watchdog killed it", watchdog.as_secs());
+            (Verdict::Hang { reason }, None, None)
+        }
+        None => {
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+            let message = format!("the run died ({status}): {last}");
+            (Verdict::Panic { message }, None, None)
+        }
+    };
+    Ok(Executed { config, schedule, verdict, history, stats: stats.unwrap_or_default(), wall: started.elapsed() })
+}
+
+/// The first panic of the process, with its location.
+static PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// `mqsim exec`: the child's side. Exit 0 on a verdict (whatever it is), 2 on a bad job.
+pub fn child_main() -> ExitCode {
+    let mut input = String::new();
+    let job: Job = match std::io::stdin().read_to_string(&mut input).map(|_| serde_json::from_str(&input)) {
+        Ok(Ok(job)) => job,
+        Ok(Err(e)) => return bad(&format!("not a job: {e}")),
+        Err(e) => return bad(&format!("cannot read the job: {e}")),
+    };
+    let Some(scenario) = mqsim_scenarios::find(&job.scenario) else {
+        return bad(&format!("unknown scenario '{}'", job.scenario));
+    };
+    let bugs = match parse_bugs(&job.bugs) {
+        Ok(bugs) => bugs,
+        Err(BadInput(msg)) => return bad(&msg),
+    };
+    let spec = RunSpec { seed: job.seed, bugs, config: job.config.clone(), schedule: job.schedule.clone() };
+    let spec = scenario.resolve(&spec);
+    let schedule = spec.schedule.clone().unwrap_or_default();
+    say(&Message::Resolved { config: spec.config.clone(), schedule });
+
+    std::panic::set_hook(Box::new(|info| {
+        let mut first = PANIC.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            *first = Some(format!("{}{at}", panic_text(info.payload())));
+        }
+    }));
+    let done = match std::panic::catch_unwind(AssertUnwindSafe(|| scenario.run(&spec))) {
+        Ok(outcome) => {
+            let verdict = verdict_of(&outcome);
+            if !(job.outputs.only_on_failure && verdict.passed()) {
+                if let Err(BadInput(msg)) = write_outputs(&job.outputs, &job.scenario, &spec, &outcome, &verdict) {
+                    eprintln!("error: {msg}");
+                }
+            }
+            Message::Done { verdict, history: Some(Digest::of(&outcome.history)), stats: Some(outcome.stats) }
+        }
+        Err(payload) => {
+            let message = PANIC.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let message = message.unwrap_or_else(|| panic_text(payload.as_ref()));
+            Message::Done { verdict: classify(message), history: None, stats: None }
+        }
+    };
+    say(&done);
+    ExitCode::SUCCESS
+}
+
+/// Writes the history, the timeline and the OpenMessaging-Chaos export a run was asked for.
+pub fn write_outputs(
+    outputs: &Outputs,
+    scenario: &str,
+    spec: &RunSpec,
+    outcome: &Outcome,
+    verdict: &Verdict,
+) -> Result<(), BadInput> {
+    if let Some(path) = &outputs.history {
+        crate::write_atomically(path, &mqsim_sim::history::to_jsonl(&outcome.history))?;
+    }
+    if let Some(path) = &outputs.timeline {
+        let bugs = crate::case::bug_names(spec.bugs);
+        let bugs = if bugs.is_empty() { String::new() } else { format!(" bug={}", bugs.join(",")) };
+        let title = format!("{scenario} seed={}{bugs}: {}", spec.seed, verdict.line());
+        let line = verdict.line();
+        let mark = match verdict {
+            Verdict::Fail { op, .. } => Some(crate::timeline::Mark { label: &line, op: *op }),
+            _ => None,
+        };
+        let svg = crate::timeline::render(&title, &outcome.history, outcome.stats.sim_ms * 1000, mark.as_ref());
+        crate::write_atomically(path, &svg)?;
+    }
+    if let Some(path) = &outputs.openchaos {
+        crate::write_atomically(path, &crate::openchaos::export(&outcome.history))?;
+    }
+    Ok(())
+}
+
+pub fn verdict_of(outcome: &Outcome) -> Verdict {
+    match outcome.violations.first() {
+        None => Verdict::Pass,
+        Some(v) => Verdict::Fail {
+            invariant: v.invariant.to_string(),
+            detail: v.detail.clone(),
+            op: v.op,
+            violations: outcome.violations.len(),
+        },
+    }
+}
+
+/// madsim ends a stuck simulation with a panic; those are hangs, not crashes.
+fn classify(message: String) -> Verdict {
+    if message.starts_with("time limit exceeded") {
+        let limit = mqsim_sim::world::TIME_LIMIT.as_secs();
+        Verdict::Hang { reason: format!("simulated time passed the {limit} s limit") }
+    } else if message.starts_with("no events, all tasks will block forever") {
+        Verdict::Hang { reason: "deadlock: every task waits and no timer is set".into() }
+    } else {
+        Verdict::Panic { message }
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-text payload".into())
+}
+
+fn say(message: &Message) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", serde_json::to_string(message).expect("message to json"));
+    let _ = out.flush();
+}
+
+fn bad(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,631 @@
+//! Renders the history of one run as a standalone SVG timeline: a lane per node, faults shaded, operations as bars.
+
+use mqsim_sim::history::Kind;
+use mqsim_sim::Record;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{self, Write};
+
+/// What to mark on the timeline as the violation.
+pub struct Mark<'a> {
+    /// One line saying what went wrong.
+    pub label: &'a str,
+    /// History id of the violating client operation, if any.
+    pub op: Option<u64>,
+}
+
+const WIDTH: f64 = 1400.0;
+/// Room at the left for node names.
+const LEFT: f64 = 150.0;
+const RIGHT: f64 = 20.0;
+const PAD: f64 = 3.0;
+/// Each lane has one row for event markers above its operation tracks.
+const EVENT_ROW: f64 = 12.0;
+const TRACK: f64 = 5.0;
+/// A writer pipelining many adds would otherwise make its lane very tall; past
+/// this many concurrent operations bars share the least busy track.
+const MAX_TRACKS: usize = 8;
+/// The lane for faults that name no node, such as a rule on one message kind.
+const NETWORK: &str = "(network)";
+/// Tooltips are cut here: a final read can return the whole store.
+const MAX_TITLE: usize = 300;
+/// Bars are at least this wide, so that sub-pixel operations stay visible.
+const MIN_BAR: f64 = 0.8;
+
+/// Renders the run as a standalone SVG document (no external resources, no scripts).
+pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>) -> String {
+    let end = records.iter().map(|r| r.t).max().unwrap_or(0).max(end_us).max(1);
+    let x = |t: u64| LEFT + t.min(end) as f64 * (WIDTH - LEFT - RIGHT) / end as f64;
+
+    // Pair each invocation with its completion; an operation may never complete.
+    let mut ops: Vec<(&Record, Option<&Record>)> = Vec::new();
+    let mut open_ops = BTreeMap::new();
+    // Fault windows and instants, paired by the action index of start and end.
+    let mut shades: Vec<Shade> = Vec::new();
+    let mut open_faults = BTreeMap::new();
+    for r in records {
+        match (r.kind, r.u64("id")) {
+            (Kind::Invoke, Some(id)) => {
+                open_ops.insert(id, ops.len());
+                ops.push((r, None));
+            }
+            (Kind::Ok | Kind::Fail | Kind::Info, Some(id)) => {
+                if let Some(i) = open_ops.remove(&id) {
+                    ops[i].1 = Some(r);
+                }
+            }
+            (Kind::Fault, _) => match r.str("phase") {
+                Some("start") => {
+                    let fault = r.data.get("fault").cloned().unwrap_or(Value::Null);
+                    // A window without an end record was cut short by the end of the run.
+                    let to = r.u64("for_ms").map_or(Some(end), |ms| (ms > 0).then(|| (r.t + ms * 1000).min(end)));
+                    open_faults.insert(r.u64("action"), shades.len());
+                    shades.push(Shade { rec: r, kind: fault_kind(&fault), nodes: fault_nodes(&fault), to });
+                }
+                Some("end") => {
+                    if let Some(i) = open_faults.remove(&r.u64("action")) {
+                        shades[i].to = Some(r.t);
+                    }
+                }
+                // Instants such as "crash" (a node lost power): mark them on their target.
+                phase => {
+                    let data = Value::Object(r.data.clone());
+                    let kind = phase.unwrap_or("fault").to_string();
+                    shades.push(Shade { rec: r, kind, nodes: fault_nodes(&data), to: None });
+                }
+            },
+            _ => {}
+        }
+    }
+
+    // Lanes: every node that left a record or is named by a fault.
+    let mut names: BTreeSet<&str> = records.iter().map(|r| r.node.as_str()).filter(|n| *n != "nemesis").collect();
+    names.extend(shades.iter().flat_map(|s| s.nodes.iter().map(String::as_str)));
+    let mut names: Vec<&str> = names.into_iter().collect();
+    names.sort_by_cached_key(|n| lane_order(n));
+    if shades.iter().any(|s| s.nodes.is_empty()) {
+        names.insert(0, NETWORK);
+    }
+    let lane_of: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+
+    // Stack overlapping operations of a lane on tracks, greedily, in pixel space
+    // so that bars touching at this scale do not hide each other.
+    let mut tracks: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut bars = Vec::with_capacity(ops.len());
+    for &(inv, done) in &ops {
+        let lane = lane_of[inv.node.as_str()];
+        let (x0, x1) = (x(inv.t), x(done.map_or(end, |d| d.t)).max(x(inv.t) + MIN_BAR));
+        let ends = &mut tracks[lane];
+        let track = match ends.iter().position(|&e| e + 1.0 <= x0) {
+            Some(i) => i,
+            None if ends.len() < MAX_TRACKS => {
+                ends.push(0.0);
+                ends.len() - 1
+            }
+            None => (0..ends.len()).min_by(|&a, &b| ends[a].total_cmp(&ends[b])).unwrap_or(0),
+        };
+        ends[track] = x1;
+        bars.push((lane, track, x0, x1));
+    }
+
+    // Header: title, violation banner, legend (which wraps), axis labels.
+    let mut legend = String::new();
+    let legend_bottom = write_legend(&mut legend, 56.0, &shades, records);
+    let top = legend_bottom + 18.0;
+    let mut lane_y = Vec::with_capacity(names.len());
+    let mut y = top;
+    for t in &tracks {
+        lane_y.push(y);
+        y += (2.0 * PAD + EVENT_ROW + t.len() as f64 * TRACK).max(20.0);
+    }
+    let bottom = y;
+    let height = bottom + 24.0;
+    let lane_h = |i: usize| lane_y.get(i + 1).copied().unwrap_or(bottom) - lane_y[i];
+
+    let mut s = String::with_capacity(64 * 1024 + records.len() * 160);
+    let _ = write!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\">\n\
+         <style>text{{font:11px sans-serif;fill:#222}}.t{{font:bold 15px sans-serif}}.n{{font:12px monospace;text-anchor:end}}\
+         .m{{fill:#c00;font-weight:bold}}.op path,path.op{{fill:none;stroke-width:3}}.ok{{stroke:#2ca02c}}.fail{{stroke:#999}}\
+         .info{{stroke:#ff7f0e}}.pend{{stroke:#ff7f0e;stroke-dasharray:4 3}}"
+    );
+    for style in EVENT_STYLES {
+        let _ = match style.shape {
+            Shape::Ring | Shape::Cross | Shape::Bar => {
+                write!(s, ".e-{}{{fill:none;stroke:{};stroke-width:1.5}}", style.class, style.colour)
+            }
+            _ => write!(s, ".e-{}{{fill:{};stroke:#333;stroke-width:.5}}", style.class, style.colour),
+        };
+    }
+    let _ = write!(s, "</style>\n<rect width=\"{WIDTH}\" height=\"{height}\" fill=\"#fff\"/>\n");
+    let _ = writeln!(s, "<text class=\"t\" x=\"10\" y=\"22\">{}</text>", Esc(title));
+    s.push_str(&legend);
+
+    // Lanes, alternately shaded, with their names.
+    for (i, name) in names.iter().enumerate() {
+        let (ly, h) = (lane_y[i], lane_h(i));
+        if i % 2 == 0 {
+            let _ = write!(s, "<rect x=\"0\" y=\"{ly:.1}\" width=\"{WIDTH}\" height=\"{h:.1}\" fill=\"#f4f4f4\"/>");
+        }
+        let _ = writeln!(
+            s,
+            "<text class=\"n\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            LEFT - 8.0,
+            ly + h / 2.0 + 4.0,
+            Esc(name)
+        );
+    }
+
+    // Time axis: round ticks, gridlines through the lanes, labels above and below.
+    let step = tick_step(end);
+    let mut t = 0;
+    while t <= end {
+        let tx = x(t);
+        let _ = writeln!(
+            s,
+            "<path d=\"M{tx:.1} {top:.1}V{bottom:.1}\" stroke=\"#ddd\"/><text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{l}</text>\
+             <text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{l}</text>",
+            top - 5.0,
+            bottom + 14.0,
+            l = tick_label(t, step)
+        );
+        t += step;
+    }
+
+    // Faults under everything else, translucent, one group (and tooltip) per fault.
+    for f in &shades {
+        let colour = fault_colour(&f.kind);
+        let (x0, w, opacity) = match f.to {
+            Some(to) => (x(f.rec.t), (x(to) - x(f.rec.t)).max(1.0), 0.2),
+            None => (x(f.rec.t) - 1.0, 2.0, 0.8),
+        };
+        let span = f.to.map_or(String::new(), |to| format!("–{}", secs(to)));
+        let json = f.rec.data.get("fault").map_or_else(|| fields(f.rec, &[]), Value::to_string);
+        let _ = write!(
+            s,
+            "<g fill=\"{colour}\" fill-opacity=\"{opacity}\"><title>{} {}{span}: {}</title>",
+            Esc(&f.kind),
+            secs(f.rec.t),
+            Esc(&clip(json))
+        );
+        let lanes: Vec<usize> = match f.nodes.is_empty() {
+            true => vec![lane_of[NETWORK]],
+            false => f.nodes.iter().map(|n| lane_of[n.as_str()]).collect(),
+        };
+        for i in lanes {
+            let _ = write!(
+                s,
+                "<rect x=\"{x0:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\"/>",
+                lane_y[i] + 1.0,
+                lane_h(i) - 2.0
+            );
+        }
+        s.push_str("</g>\n");
+    }
+
+    // Operations, one bar each, with their arguments and results as the tooltip.
+    let marked = mark.and_then(|m| m.op).and_then(|id| ops.iter().position(|(inv, _)| inv.u64("id") == Some(id)));
+    s.push_str("<g class=\"op\">\n");
+    for (i, (&(inv, done), &(lane, track, x0, x1))) in ops.iter().zip(&bars).enumerate() {
+        let by = lane_y[lane] + PAD + EVENT_ROW + (track as f64 + 0.5) * TRACK;
+        if Some(i) == marked {
+            let _ = write!(
+                s,
+                "<path d=\"M{:.1} {by:.1}H{:.1}\" stroke=\"#e00\" stroke-width=\"9\"/>",
+                x0 - 2.0,
+                x1.max(x0 + 2.0) + 2.0
+            );
+        }
+        let class = match done.map(|d| d.kind) {
+            Some(Kind::Ok) => "ok",
+            Some(Kind::Fail) => "fail",
+            Some(_) => "info",
+            None => "pend",
+        };
+        let id = inv.u64("id").unwrap_or_default();
+        let op = inv.str("op").unwrap_or("?");
+        let outcome = match done {
+            Some(d) => {
+                format!("{class} at {} ({} ms) {}", secs(d.t), (d.t - inv.t) as f64 / 1000.0, fields(d, &["id", "op"]))
+            }
+            None => "never completed".to_string(),
+        };
+        let tip = clip(format!("#{id} {op} {} at {}: {outcome}", fields(inv, &["id", "op"]), secs(inv.t)));
+        let _ =
+            writeln!(s, "<path class=\"{class}\" d=\"M{x0:.1} {by:.1}H{x1:.1}\"><title>{}</title></path>", Esc(&tip));
+    }
+    s.push_str("</g>\n");
+
+    // Protocol events as markers in the top row of their node's lane.
+    for r in records.iter().filter(|r| r.kind == Kind::Event) {
+        let style = event_style(r);
+        let (ex, ey) = (x(r.t), lane_y[lane_of[r.node.as_str()]] + PAD + EVENT_ROW / 2.0);
+        let tip = clip(format!("{} {}: {}", r.node, secs(r.t), fields(r, &[])));
+        let _ = write!(s, "<g class=\"e-{}\"><title>{}</title>", style.class, Esc(&tip));
+        shape(&mut s, style.shape, ex, ey);
+        s.push_str("</g>\n");
+    }
+
+    // The violation: a red line at the violating invocation, or a red banner.
+    if let Some(m) = mark {
+        match marked {
+            Some(i) => {
+                let mx = x(ops[i].0.t);
+                // Put the label on the side with room for it (about 6.2 px per character).
+                let room_right = WIDTH - RIGHT - mx;
+                let anchor = if room_right >= m.label.chars().count() as f64 * 6.2 || room_right >= mx - LEFT {
+                    format!("x=\"{:.1}\"", mx + 4.0)
+                } else {
+                    format!("x=\"{:.1}\" text-anchor=\"end\"", mx - 4.0)
+                };
+                let _ = writeln!(
+                    s,
+                    "<path d=\"M{mx:.1} 30V{bottom:.1}\" stroke=\"#e00\" stroke-width=\"1.5\"/><text class=\"m\" {anchor} y=\"43\">{}</text>",
+                    Esc(m.label)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "<rect x=\"0\" y=\"30\" width=\"{WIDTH}\" height=\"18\" fill=\"#c00\"/>\
+                     <text x=\"10\" y=\"43\" style=\"fill:#fff;font-weight:bold\">{}</text>",
+                    Esc(m.label)
+                );
+            }
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// A fault's shading: a window, or an instant when `to` is `None`.
+struct Shade<'a> {
+    rec: &'a Record,
+    kind: String,
+    /// The nodes it affects; empty for the whole network.
+    nodes: Vec<String>,
+    to: Option<u64>,
+}
+
+/// What kind of fault this is, as `mqsim list` names it; message rules by their effect.
+fn fault_kind(fault: &Value) -> String {
+    let kind = match fault.get("kind").and_then(Value::as_str) {
+        Some("filter") => fault.pointer("/rule/effect").and_then(Value::as_str).unwrap_or("filter"),
+        Some(k) => k,
+        None => "fault",
+    };
+    kind.replace('_', "-")
+}
+
+/// The nodes a fault (or an instant fault record) names, sorted and distinct.
+fn fault_nodes(fault: &Value) -> Vec<String> {
+    let mut nodes = BTreeSet::new();
+    for v in [fault, fault.get("rule").unwrap_or(&Value::Null)] {
+        for key in ["node", "target", "a", "b", "from", "to", "nodes"] {
+            match v.get(key) {
+                Some(Value::String(n)) => {
+                    nodes.insert(n.clone());
+                }
+                Some(Value::Array(a)) => nodes.extend(a.iter().filter_map(Value::as_str).map(str::to_string)),
+                _ => {}
+            }
+        }
+    }
+    nodes.into_iter().collect()
+}
+
+fn fault_colour(kind: &str) -> &'static str {
+    match kind {
+        "crash" => "#333",
+        "pause" => "#9467bd",
+        "isolate" => "#393b79",
+        "partition" => "#1f77b4",
+        "one-way" => "#17becf",
+        "drop" => "#bcbd22",
+        "delay" => "#e7ba52",
+        "duplicate" => "#8ca252",
+        "reorder" => "#ad494a",
+        "disk-corrupt" => "#8c564b",
+        "disk-read-flips" => "#e377c2",
+        "disk-errors" => "#843c39",
+        "slow-fsync" => "#c49c94",
+        "clock-skew" | "clock-drift" | "clock-jump" => "#6b6ecf",
+        _ => "#999",
+    }
+}
+
+/// Legend rows from `y`: fault kinds present, operation outcomes, event markers
+/// present. Returns the bottom of the last row.
+fn write_legend(s: &mut String, mut y: f64, shades: &[Shade], records: &[Record]) -> f64 {
+    let mut kinds: Vec<&str> = Vec::new();
+    for f in shades {
+        if !kinds.contains(&f.kind.as_str()) {
+            kinds.push(&f.kind);
+        }
+    }
+    let used: BTreeSet<&str> = records.iter().filter(|r| r.kind == Kind::Event).map(|r| event_style(r).class).collect();
+    let mut x = 10.0;
+    let mut item = |s: &mut String, label: &str, swatch: &dyn Fn(&mut String, f64, f64)| {
+        let w = 22.0 + label.chars().count() as f64 * 6.2 + 12.0;
+        if x + w > WIDTH - RIGHT {
+            (x, y) = (10.0, y + 16.0);
+        }
+        swatch(s, x + 8.0, y);
+        let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>", x + 20.0, y + 4.0, Esc(label));
+        x += w;
+    };
+    for k in kinds {
+        let fill = fault_colour(k);
+        item(s, k, &|s, x, y| {
+            let _ = write!(
+                s,
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"10\" fill=\"{fill}\" fill-opacity=\".35\"/>",
+                x - 6.0,
+                y - 5.0
+            );
+        });
+    }
+    for (class, label) in [("ok", "ok"), ("fail", "fail"), ("info", "unknown (info)"), ("pend", "never completed")] {
+        item(s, label, &|s, x, y| {
+            let _ = write!(s, "<path class=\"op {class}\" d=\"M{:.1} {y:.1}h14\"/>", x - 7.0);
+        });
+    }
+    for style in EVENT_STYLES.iter().filter(|st| used.contains(st.class)) {
+        item(s, style.label, &|s, x, y| {
+            let _ = write!(s, "<g class=\"e-{}\">", style.class);
+            shape(s, style.shape, x, y);
+            s.push_str("</g>");
+        });
+    }
+    y + 8.0
+}
+
+#[derive(Clone, Copy)]
+enum Shape {
+    Circle,
+    Ring,
+    Diamond,
+    Square,
+    TriangleRight,
+    TriangleLeft,
+    Star,
+    Cross,
+    Bar,
+}
+
+struct EventStyle {
+    class: &'static str,
+    label: &'static str,
+    shape: Shape,
+    colour: &'static str,
+}
+
+const fn style(class: &'static str, label: &'static str, shape: Shape, colour: &'static str) -> EventStyle {
+    EventStyle { class, label, shape, colour }
+}
+
+/// The ledger steps that tell the story of a violation (fence, recovery, ensemble
+/// change, ownership change) get their own shape and colour; the rest are muted.
+const EVENT_STYLES: &[EventStyle] = &[
+    style("created", "ledger created", Shape::Circle, "#1f77b4"),
+    style("ensemble_changed", "ensemble changed", Shape::Diamond, "#9467bd"),
+    style("recovery_started", "recovery started", Shape::TriangleRight, "#17becf"),
+    style("fenced", "fenced", Shape::Square, "#111"),
+    style("recovery_closed", "recovery closed", Shape::TriangleLeft, "#17becf"),
+    style("closed", "ledger closed", Shape::Circle, "#888"),
+    style("ownership", "ownership change", Shape::Star, "#f0b400"),
+    style("session_expired", "session expired", Shape::Ring, "#9467bd"),
+    style("storage", "disk failure / corruption", Shape::Cross, "#8c564b"),
+    style("replication", "re-replication", Shape::Diamond, "#c49c94"),
+    style("recovered", "recovered from disk", Shape::Bar, "#999"),
+    style("other", "other event", Shape::Diamond, "#ddd"),
+];
+
+fn event_style(r: &Record) -> &'static EventStyle {
+    let name = r.str("step").or(r.str("event")).unwrap_or("");
+    let class = match name {
+        "disk_failed" | "checksum_failed" | "refuses_corrupt_state" | "expiry_rolled_back" => "storage",
+        n if n.contains("replicat") => "replication",
+        n if ["owner", "leader", "elect", "lock", "lease"].iter().any(|w| n.contains(w)) => "ownership",
+        n => n,
+    };
+    EVENT_STYLES.iter().find(|st| st.class == class).unwrap_or(&EVENT_STYLES[EVENT_STYLES.len() - 1])
+}
+
+/// A marker about 9 px across centred on (x, y); its class gives the colour.
+fn shape(s: &mut String, shape: Shape, x: f64, y: f64) {
+    let _ = match shape {
+        Shape::Circle | Shape::Ring => write!(s, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3.5\"/>"),
+        Shape::Diamond => write!(s, "<path d=\"M{x:.1} {:.1}l4.5 4.5-4.5 4.5-4.5-4.5z\"/>", y - 4.5),
+        Shape::Square => write!(s, "<path d=\"M{:.1} {:.1}h7v7h-7z\"/>", x - 3.5, y - 3.5),
+        Shape::TriangleRight => write!(s, "<path d=\"M{:.1} {:.1}l8 4.5-8 4.5z\"/>", x - 4.0, y - 4.5),
+        Shape::TriangleLeft => write!(s, "<path d=\"M{:.1} {:.1}l-8 4.5 8 4.5z\"/>", x + 4.0, y - 4.5),
+        Shape::Cross => write!(s, "<path d=\"M{:.1} {:.1}l6 6m0-6l-6 6\"/>", x - 3.0, y - 3.0),
+        Shape::Bar => write!(s, "<path d=\"M{x:.1} {:.1}v8\"/>", y - 4.0),
+        Shape::Star => {
+            // Five points, outer radius 5, inner radius 2.
+            const P: [(f64, f64); 10] = [
+                (0.0, -5.0),
+                (1.18, -1.62),
+                (4.76, -1.55),
+                (1.9, 0.62),
+                (2.94, 4.05),
+                (0.0, 2.0),
+                (-2.94, 4.05),
+                (-1.9, 0.62),
+                (-4.76, -1.55),
+                (-1.18, -1.62),
+            ];
+            let points: Vec<String> = P.iter().map(|(dx, dy)| format!("{:.1},{:.1}", x + dx, y + dy)).collect();
+            write!(s, "<polygon points=\"{}\"/>", points.join(" "))
+        }
+    };
+}
+
+/// Order of lanes: the metadata service, then bookies, then clients and the
+/// rest; numbered nodes in numeric order (bookie-2 before bookie-10).
+fn lane_order(name: &str) -> (u8, String, u64, String) {
+    let group = match name {
+        n if n.starts_with("meta") => 0,
+        n if n.starts_with("bookie") => 1,
+        _ => 2,
+    };
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    (group, stem.to_string(), name[stem.len()..].parse().unwrap_or(0), name.to_string())
+}
+
+/// The data fields of a record as compact JSON, without `skip`; "" when none are left.
+fn fields(r: &Record, skip: &[&str]) -> String {
+    let rest: Map<String, Value> =
+        r.data.iter().filter(|(k, _)| !skip.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    if rest.is_empty() {
+        String::new()
+    } else {
+        Value::Object(rest).to_string()
+    }
+}
+
+fn clip(mut s: String) -> String {
+    if let Some((i, _)) = s.char_indices().nth(MAX_TITLE) {
+        s.truncate(i);
+        s.push('…');
+    }
+    s
+}
+
+/// Simulated time as seconds with microsecond precision, the way checkers print it.
+fn secs(us: u64) -> String {
+    format!("{}.{:06}s", us / 1_000_000, us % 1_000_000)
+}
+
+/// A round tick interval giving at most about 16 ticks.
+fn tick_step(end: u64) -> u64 {
+    let mut unit = 1u64;
+    loop {
+        for m in [1, 2, 5] {
+            if end / (unit * m) <= 16 {
+                return unit * m;
+            }
+        }
+        unit *= 10;
+    }
+}
+
+/// A tick label in seconds, with only as many decimals as the step needs.
+fn tick_label(t: u64, step: u64) -> String {
+    let decimals = (0..6).find(|&d| step.is_multiple_of(10u64.pow(6 - d))).unwrap_or(6);
+    format!("{:.*}s", decimals as usize, t as f64 / 1e6)
+}
+
+/// Escapes text for XML content and attribute values, and drops the control
+/// characters XML 1.0 cannot carry at all.
+struct Esc<'a>(&'a str);
+
+impl fmt::Display for Esc<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '&' => f.write_str("&amp;")?,
+                '<' => f.write_str("&lt;")?,
+                '>' => f.write_str("&gt;")?,
+                '"' => f.write_str("&quot;")?,
+                '\'' => f.write_str("&apos;")?,
+                '\t' | '\n' | '\r' => f.write_char(c)?,
+                c if c < ' ' || c == '\u{fffe}' || c == '\u{ffff}' => f.write_char('\u{fffd}')?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(t: u64, node: &str, kind: Kind, data: Value) -> Record {
+        let Value::Object(data) = data else { panic!("object") };
+        Record { t, node: node.to_string(), kind, data }
+    }
+
+    fn sample() -> Vec<Record> {
+        vec![
+            rec(1_000, "writer-0", Kind::Invoke, json!({"id": 1, "op": "add", "value": "a<b&c"})),
+            rec(5_000, "writer-0", Kind::Ok, json!({"id": 1, "op": "add", "entry": 0})),
+            rec(6_000, "writer-0", Kind::Invoke, json!({"id": 2, "op": "add", "value": "x"})),
+            rec(7_000, "bookie-1", Kind::Event, json!({"event": "ledger", "step": "fenced", "ledger": 0, "lac": 0})),
+            rec(
+                2_000,
+                "nemesis",
+                Kind::Fault,
+                json!({"phase": "start", "action": 0, "for_ms": 3, "fault": {"kind": "isolate", "node": "bookie-1"}}),
+            ),
+            rec(
+                3_000,
+                "nemesis",
+                Kind::Fault,
+                json!({"phase": "start", "action": 1, "for_ms": 9, "fault": {"kind": "filter", "rule": {"kind": "Fence", "effect": "drop", "percent": 50}}}),
+            ),
+            rec(4_000, "meta-0", Kind::Event, json!({"event": "session_expired", "session": 1})),
+        ]
+    }
+
+    #[test]
+    fn escapes_text() {
+        assert_eq!(Esc("a<b>&\"c'\u{1}").to_string(), "a&lt;b&gt;&amp;&quot;c&apos;\u{fffd}");
+        let svg = render("t <&> \"x\"", &sample(), 10_000, Some(&Mark { label: "L1: <bad> & worse", op: None }));
+        assert!(svg.contains("t &lt;&amp;&gt; &quot;x&quot;"));
+        assert!(svg.contains("L1: &lt;bad&gt; &amp; worse"));
+        assert!(svg.contains("a&lt;b&amp;c"));
+        assert!(!svg.contains("a<b"));
+    }
+
+    #[test]
+    fn orders_lanes_and_shades_faults_on_their_lanes() {
+        let svg = render("t", &sample(), 10_000, None);
+        let pos = |s: &str| svg.find(s).unwrap_or_else(|| panic!("{s} missing"));
+        // Network first (a rule naming no node), then meta, bookies, clients.
+        assert!(pos(">(network)<") < pos(">meta-0<"));
+        assert!(pos(">meta-0<") < pos(">bookie-1<") && pos(">bookie-1<") < pos(">writer-0<"));
+        // The isolation shades exactly one lane, the one bookie-1's name is centred on.
+        let attr = |s: &str, name: &str| -> f64 {
+            let v = &s[s.find(&format!(" {name}=\"")).expect(name) + name.len() + 3..];
+            v[..v.find('"').unwrap()].parse().unwrap()
+        };
+        let group = &svg[pos("<title>isolate")..];
+        let group = &group[..group.find("</g>").unwrap()];
+        assert_eq!(group.matches("<rect").count(), 1);
+        let rect = &group[group.find("<rect").unwrap()..];
+        let name_y = |name: &str| attr(&svg[svg[..pos(&format!(">{name}<"))].rfind("<text").unwrap()..], "y");
+        let centre = attr(rect, "y") + attr(rect, "height") / 2.0 + 4.0;
+        assert!((centre - name_y("bookie-1")).abs() < 0.11, "{centre} vs {}", name_y("bookie-1"));
+        // The message rule names no node: it shades the network lane.
+        let group = &svg[pos("<title>drop")..];
+        let rect = &group[group.find("<rect").unwrap()..];
+        assert!((attr(rect, "y") + attr(rect, "height") / 2.0 + 4.0 - name_y("(network)")).abs() < 0.11);
+        assert!(svg.contains("<title>drop 0.003000s–0.010000s"));
+    }
+
+    #[test]
+    fn marks_the_violating_op_and_is_deterministic() {
+        let mark = Mark { label: "L1: entry 0 lost", op: Some(1) };
+        let svg = render("t", &sample(), 10_000, Some(&mark));
+        assert!(svg.contains("stroke=\"#e00\" stroke-width=\"9\""));
+        assert!(svg.contains("class=\"m\"") && svg.contains("L1: entry 0 lost"));
+        assert!(!svg.contains("fill=\"#c00\""), "no banner when the op is found");
+        assert!(svg.contains("class=\"pend\""), "op 2 never completed");
+        assert!(svg.contains("class=\"e-fenced\"") && svg.contains("class=\"e-session_expired\""));
+        assert_eq!(svg, render("t", &sample(), 10_000, Some(&mark)));
+    }
+
+    #[test]
+    fn ticks_are_round() {
+        assert_eq!(tick_step(72_000_000), 5_000_000);
+        assert_eq!(tick_label(5_000_000, 5_000_000), "5s");
+        assert_eq!(tick_step(1_000), 100);
+        assert_eq!(tick_label(200, 100), "0.0002s");
+        assert_eq!(tick_label(1_500_000, 500_000), "1.5s");
+    }
+}
