@@ -58,7 +58,9 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
                 Some("start") => {
                     let fault = r.data.get("fault").cloned().unwrap_or(Value::Null);
                     // A window without an end record was cut short by the end of the run.
-                    let to = r.u64("for_ms").map_or(Some(end), |ms| (ms > 0).then(|| (r.t + ms * 1000).min(end)));
+                    let to = r
+                        .u64("for_ms")
+                        .map_or(Some(end), |ms| (ms > 0).then(|| r.t.saturating_add(ms.saturating_mul(1000)).min(end)));
                     open_faults.insert(r.u64("action"), shades.len());
                     shades.push(Shade { rec: r, kind: fault_kind(&fault), nodes: fault_nodes(&fault), to });
                 }
@@ -78,8 +80,9 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
         }
     }
 
-    // Lanes: every node that left a record or is named by a fault.
-    let mut names: BTreeSet<&str> = records.iter().map(|r| r.node.as_str()).filter(|n| *n != "nemesis").collect();
+    // Lanes: every node that left a record other than a fault (so not the
+    // nemesis itself) or is named by a fault.
+    let mut names: BTreeSet<&str> = records.iter().filter(|r| r.kind != Kind::Fault).map(|r| r.node.as_str()).collect();
     names.extend(shades.iter().flat_map(|s| s.nodes.iter().map(String::as_str)));
     let mut names: Vec<&str> = names.into_iter().collect();
     names.sort_by_cached_key(|n| lane_order(n));
@@ -88,15 +91,16 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
     }
     let lane_of: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
 
-    // Stack overlapping operations of a lane on tracks, greedily, in pixel space
-    // so that bars touching at this scale do not hide each other.
+    // Stack concurrent operations of a lane on tracks, greedily. A track is free
+    // again at the true end of its last operation, not at the end of its widened
+    // bar, so that back-to-back operations share a track.
     let mut tracks: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut bars = Vec::with_capacity(ops.len());
     for &(inv, done) in &ops {
         let lane = lane_of[inv.node.as_str()];
-        let (x0, x1) = (x(inv.t), x(done.map_or(end, |d| d.t)).max(x(inv.t) + MIN_BAR));
+        let (x0, x1) = (x(inv.t), x(done.map_or(end, |d| d.t)));
         let ends = &mut tracks[lane];
-        let track = match ends.iter().position(|&e| e + 1.0 <= x0) {
+        let track = match ends.iter().position(|&e| e <= x0) {
             Some(i) => i,
             None if ends.len() < MAX_TRACKS => {
                 ends.push(0.0);
@@ -104,8 +108,8 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
             }
             None => (0..ends.len()).min_by(|&a, &b| ends[a].total_cmp(&ends[b])).unwrap_or(0),
         };
-        ends[track] = x1;
-        bars.push((lane, track, x0, x1));
+        ends[track] = ends[track].max(x1);
+        bars.push((lane, track, x0, x1.max(x0 + MIN_BAR)));
     }
 
     // Header: title, violation banner, legend (which wraps), axis labels.
@@ -125,10 +129,11 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
     let mut s = String::with_capacity(64 * 1024 + records.len() * 160);
     let _ = write!(
         s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\">\n\
-         <style>text{{font:11px sans-serif;fill:#222}}.t{{font:bold 15px sans-serif}}.n{{font:12px monospace;text-anchor:end}}\
-         .m{{fill:#c00;font-weight:bold}}.op path,path.op{{fill:none;stroke-width:3}}.ok{{stroke:#2ca02c}}.fail{{stroke:#999}}\
-         .info{{stroke:#ff7f0e}}.pend{{stroke:#ff7f0e;stroke-dasharray:4 3}}"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height:.1}\" \
+         viewBox=\"0 0 {WIDTH} {height:.1}\">\n<style>text{{font:11px sans-serif;fill:#222}}\
+         .t{{font:bold 15px sans-serif}}.n{{font:12px monospace;text-anchor:end}}.m{{fill:#c00;font-weight:bold}}\
+         .op path,path.op{{fill:none;stroke-width:3}}.ok{{stroke:#2ca02c}}.fail{{stroke:#999}}.info{{stroke:#ff7f0e}}\
+         .pend{{stroke:#ff7f0e;stroke-dasharray:4 3}}"
     );
     for style in EVENT_STYLES {
         let _ = match style.shape {
@@ -138,85 +143,58 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
             _ => write!(s, ".e-{}{{fill:{};stroke:#333;stroke-width:.5}}", style.class, style.colour),
         };
     }
-    let _ = write!(s, "</style>\n<rect width=\"{WIDTH}\" height=\"{height}\" fill=\"#fff\"/>\n");
-    let _ = writeln!(s, "<text class=\"t\" x=\"10\" y=\"22\">{}</text>", Esc(title));
+    let _ = write!(s, "</style>\n<rect width=\"{WIDTH}\" height=\"{height:.1}\" fill=\"#fff\"/>\n");
+    let _ = writeln!(s, "<title>{0}</title><text class=\"t\" x=\"10\" y=\"22\">{0}</text>", Esc(title));
     s.push_str(&legend);
 
     // Lanes, alternately shaded, with their names.
     for (i, name) in names.iter().enumerate() {
-        let (ly, h) = (lane_y[i], lane_h(i));
+        let (ly, h, name) = (lane_y[i], lane_h(i), Esc(name));
         if i % 2 == 0 {
             let _ = write!(s, "<rect x=\"0\" y=\"{ly:.1}\" width=\"{WIDTH}\" height=\"{h:.1}\" fill=\"#f4f4f4\"/>");
         }
-        let _ = writeln!(
-            s,
-            "<text class=\"n\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            LEFT - 8.0,
-            ly + h / 2.0 + 4.0,
-            Esc(name)
-        );
+        let (nx, ny) = (LEFT - 8.0, ly + h / 2.0 + 4.0);
+        let _ = writeln!(s, "<text class=\"n\" x=\"{nx:.1}\" y=\"{ny:.1}\">{name}</text>");
     }
 
     // Time axis: round ticks, gridlines through the lanes, labels above and below.
-    let step = tick_step(end);
-    let mut t = 0;
-    while t <= end {
-        let tx = x(t);
+    let (step, above, below) = (tick_step(end), top - 5.0, bottom + 14.0);
+    for t in (0..=end).step_by(step as usize) {
+        let (tx, l) = (x(t), tick_label(t, step));
         let _ = writeln!(
             s,
-            "<path d=\"M{tx:.1} {top:.1}V{bottom:.1}\" stroke=\"#ddd\"/><text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{l}</text>\
-             <text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{l}</text>",
-            top - 5.0,
-            bottom + 14.0,
-            l = tick_label(t, step)
+            "<path d=\"M{tx:.1} {top:.1}V{bottom:.1}\" stroke=\"#ddd\"/><g text-anchor=\"middle\">\
+             <text x=\"{tx:.1}\" y=\"{above:.1}\">{l}</text><text x=\"{tx:.1}\" y=\"{below:.1}\">{l}</text></g>"
         );
-        t += step;
     }
 
     // Faults under everything else, translucent, one group (and tooltip) per fault.
     for f in &shades {
         let colour = fault_colour(&f.kind);
         let (x0, w, opacity) = match f.to {
-            Some(to) => (x(f.rec.t), (x(to) - x(f.rec.t)).max(1.0), 0.2),
+            Some(to) => (x(f.rec.t), (x(to) - x(f.rec.t)).max(1.0), 0.18),
             None => (x(f.rec.t) - 1.0, 2.0, 0.8),
         };
-        let span = f.to.map_or(String::new(), |to| format!("–{}", secs(to)));
+        let span = secs(f.rec.t) + &f.to.map_or(String::new(), |to| format!("–{}", secs(to)));
         let json = f.rec.data.get("fault").map_or_else(|| fields(f.rec, &[]), Value::to_string);
-        let _ = write!(
-            s,
-            "<g fill=\"{colour}\" fill-opacity=\"{opacity}\"><title>{} {}{span}: {}</title>",
-            Esc(&f.kind),
-            secs(f.rec.t),
-            Esc(&clip(json))
-        );
+        let tip = Esc(&clip(format!("{} {span}: {json}", f.kind))).to_string();
+        let _ = write!(s, "<g fill=\"{colour}\" fill-opacity=\"{opacity}\"><title>{tip}</title>");
         let lanes: Vec<usize> = match f.nodes.is_empty() {
             true => vec![lane_of[NETWORK]],
             false => f.nodes.iter().map(|n| lane_of[n.as_str()]).collect(),
         };
         for i in lanes {
-            let _ = write!(
-                s,
-                "<rect x=\"{x0:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\"/>",
-                lane_y[i] + 1.0,
-                lane_h(i) - 2.0
-            );
+            let (ry, rh) = (lane_y[i] + 1.0, lane_h(i) - 2.0);
+            let _ = write!(s, "<rect x=\"{x0:.1}\" y=\"{ry:.1}\" width=\"{w:.1}\" height=\"{rh:.1}\"/>");
         }
         s.push_str("</g>\n");
     }
 
     // Operations, one bar each, with their arguments and results as the tooltip.
-    let marked = mark.and_then(|m| m.op).and_then(|id| ops.iter().position(|(inv, _)| inv.u64("id") == Some(id)));
+    let bar_y = |lane: usize, track: usize| lane_y[lane] + PAD + EVENT_ROW + (track as f64 + 0.5) * TRACK;
     s.push_str("<g class=\"op\">\n");
-    for (i, (&(inv, done), &(lane, track, x0, x1))) in ops.iter().zip(&bars).enumerate() {
-        let by = lane_y[lane] + PAD + EVENT_ROW + (track as f64 + 0.5) * TRACK;
-        if Some(i) == marked {
-            let _ = write!(
-                s,
-                "<path d=\"M{:.1} {by:.1}H{:.1}\" stroke=\"#e00\" stroke-width=\"9\"/>",
-                x0 - 2.0,
-                x1.max(x0 + 2.0) + 2.0
-            );
-        }
+    for (&(inv, done), &(lane, track, x0, x1)) in ops.iter().zip(&bars) {
+        let by = bar_y(lane, track);
         let class = match done.map(|d| d.kind) {
             Some(Kind::Ok) => "ok",
             Some(Kind::Fail) => "fail",
@@ -225,15 +203,13 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
         };
         let id = inv.u64("id").unwrap_or_default();
         let op = inv.str("op").unwrap_or("?");
-        let outcome = match done {
-            Some(d) => {
-                format!("{class} at {} ({} ms) {}", secs(d.t), (d.t - inv.t) as f64 / 1000.0, fields(d, &["id", "op"]))
-            }
-            None => "never completed".to_string(),
-        };
-        let tip = clip(format!("#{id} {op} {} at {}: {outcome}", fields(inv, &["id", "op"]), secs(inv.t)));
-        let _ =
-            writeln!(s, "<path class=\"{class}\" d=\"M{x0:.1} {by:.1}H{x1:.1}\"><title>{}</title></path>", Esc(&tip));
+        let outcome = done.map_or("never completed".to_string(), |d| {
+            let ms = d.t.saturating_sub(inv.t) as f64 / 1000.0;
+            format!("{class} at {} ({ms} ms) {}", secs(d.t), fields(d, &["id", "op"]))
+        });
+        let tip =
+            Esc(&clip(format!("#{id} {op} {} at {}: {outcome}", fields(inv, &["id", "op"]), secs(inv.t)))).to_string();
+        let _ = writeln!(s, "<path class=\"{class}\" d=\"M{x0:.1} {by:.1}H{x1:.1}\"><title>{tip}</title></path>");
     }
     s.push_str("</g>\n");
 
@@ -247,21 +223,26 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
         s.push_str("</g>\n");
     }
 
-    // The violation: a red line at the violating invocation, or a red banner.
+    // The violation: a red line at the violating invocation and a red box around
+    // its bar, on top of everything; or a red banner when there is no such operation.
+    let marked = mark.and_then(|m| m.op).and_then(|id| ops.iter().position(|(inv, _)| inv.u64("id") == Some(id)));
     if let Some(m) = mark {
         match marked {
             Some(i) => {
-                let mx = x(ops[i].0.t);
+                let (lane, track, x0, x1) = bars[i];
                 // Put the label on the side with room for it (about 6.2 px per character).
-                let room_right = WIDTH - RIGHT - mx;
-                let anchor = if room_right >= m.label.chars().count() as f64 * 6.2 || room_right >= mx - LEFT {
-                    format!("x=\"{:.1}\"", mx + 4.0)
+                let room_right = WIDTH - RIGHT - x0;
+                let anchor = if room_right >= m.label.chars().count() as f64 * 6.2 || room_right >= x0 - LEFT {
+                    format!("x=\"{:.1}\"", x0 + 4.0)
                 } else {
-                    format!("x=\"{:.1}\" text-anchor=\"end\"", mx - 4.0)
+                    format!("x=\"{:.1}\" text-anchor=\"end\"", x0 - 4.0)
                 };
+                let (bx, by, bw) = (x0 - 3.0, bar_y(lane, track) - 4.0, x1 - x0 + 6.0);
                 let _ = writeln!(
                     s,
-                    "<path d=\"M{mx:.1} 30V{bottom:.1}\" stroke=\"#e00\" stroke-width=\"1.5\"/><text class=\"m\" {anchor} y=\"43\">{}</text>",
+                    "<path d=\"M{x0:.1} 30V{bottom:.1}\" stroke=\"#e00\" stroke-width=\"1.5\"/>\
+                     <text class=\"m\" {anchor} y=\"43\">{}</text><rect x=\"{bx:.1}\" y=\"{by:.1}\" width=\"{bw:.1}\" \
+                     height=\"8\" fill=\"none\" stroke=\"#e00\" stroke-width=\"2\"/>",
                     Esc(m.label)
                 );
             }
@@ -358,11 +339,10 @@ fn write_legend(s: &mut String, mut y: f64, shades: &[Shade], records: &[Record]
     for k in kinds {
         let fill = fault_colour(k);
         item(s, k, &|s, x, y| {
+            let (rx, ry) = (x - 6.0, y - 5.0);
             let _ = write!(
                 s,
-                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"10\" fill=\"{fill}\" fill-opacity=\".35\"/>",
-                x - 6.0,
-                y - 5.0
+                "<rect x=\"{rx:.1}\" y=\"{ry:.1}\" width=\"12\" height=\"10\" fill=\"{fill}\" fill-opacity=\".35\"/>"
             );
         });
     }
@@ -444,20 +424,13 @@ fn shape(s: &mut String, shape: Shape, x: f64, y: f64) {
         Shape::Cross => write!(s, "<path d=\"M{:.1} {:.1}l6 6m0-6l-6 6\"/>", x - 3.0, y - 3.0),
         Shape::Bar => write!(s, "<path d=\"M{x:.1} {:.1}v8\"/>", y - 4.0),
         Shape::Star => {
-            // Five points, outer radius 5, inner radius 2.
-            const P: [(f64, f64); 10] = [
-                (0.0, -5.0),
-                (1.18, -1.62),
-                (4.76, -1.55),
-                (1.9, 0.62),
-                (2.94, 4.05),
-                (0.0, 2.0),
-                (-2.94, 4.05),
-                (-1.9, 0.62),
-                (-4.76, -1.55),
-                (-1.18, -1.62),
-            ];
-            let points: Vec<String> = P.iter().map(|(dx, dy)| format!("{:.1},{:.1}", x + dx, y + dy)).collect();
+            // Five points: radius 5 at even corners, 2 at odd ones, the first straight up.
+            let points: Vec<String> = (0..10)
+                .map(|i| {
+                    let (r, a) = (if i % 2 == 0 { 5.0 } else { 2.0 }, std::f64::consts::PI * (i as f64 / 5.0 - 0.5));
+                    format!("{:.1},{:.1}", x + r * a.cos(), y + r * a.sin())
+                })
+                .collect();
             write!(s, "<polygon points=\"{}\"/>", points.join(" "))
         }
     };
@@ -551,23 +524,16 @@ mod tests {
     }
 
     fn sample() -> Vec<Record> {
+        let isolate = json!({"kind": "isolate", "node": "bookie-1"});
+        // A message rule naming no node: it belongs on the network lane.
+        let rule = json!({"kind": "filter", "rule": {"kind": "Fence", "effect": "drop", "percent": 50}});
         vec![
             rec(1_000, "writer-0", Kind::Invoke, json!({"id": 1, "op": "add", "value": "a<b&c"})),
             rec(5_000, "writer-0", Kind::Ok, json!({"id": 1, "op": "add", "entry": 0})),
             rec(6_000, "writer-0", Kind::Invoke, json!({"id": 2, "op": "add", "value": "x"})),
             rec(7_000, "bookie-1", Kind::Event, json!({"event": "ledger", "step": "fenced", "ledger": 0, "lac": 0})),
-            rec(
-                2_000,
-                "nemesis",
-                Kind::Fault,
-                json!({"phase": "start", "action": 0, "for_ms": 3, "fault": {"kind": "isolate", "node": "bookie-1"}}),
-            ),
-            rec(
-                3_000,
-                "nemesis",
-                Kind::Fault,
-                json!({"phase": "start", "action": 1, "for_ms": 9, "fault": {"kind": "filter", "rule": {"kind": "Fence", "effect": "drop", "percent": 50}}}),
-            ),
+            rec(2_000, "nemesis", Kind::Fault, json!({"phase": "start", "action": 0, "for_ms": 3, "fault": isolate})),
+            rec(3_000, "nemesis", Kind::Fault, json!({"phase": "start", "action": 1, "for_ms": 9, "fault": rule})),
             rec(4_000, "meta-0", Kind::Event, json!({"event": "session_expired", "session": 1})),
         ]
     }
@@ -612,7 +578,7 @@ mod tests {
     fn marks_the_violating_op_and_is_deterministic() {
         let mark = Mark { label: "L1: entry 0 lost", op: Some(1) };
         let svg = render("t", &sample(), 10_000, Some(&mark));
-        assert!(svg.contains("stroke=\"#e00\" stroke-width=\"9\""));
+        assert!(svg.contains("fill=\"none\" stroke=\"#e00\" stroke-width=\"2\""), "red box around op 1");
         assert!(svg.contains("class=\"m\"") && svg.contains("L1: entry 0 lost"));
         assert!(!svg.contains("fill=\"#c00\""), "no banner when the op is found");
         assert!(svg.contains("class=\"pend\""), "op 2 never completed");
