@@ -13,6 +13,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// Most seeds one campaign runs per scenario (a typo like `1..1000000000` would
+/// otherwise run for weeks).
+const MAX_SEEDS: u64 = 10_000_000;
+
 pub struct Campaign {
     pub scenarios: Vec<&'static dyn Scenario>,
     /// First and last seed, both included.
@@ -67,11 +71,19 @@ impl Campaign {
     }
 
     pub fn run(&self) -> Result<Summary, BadInput> {
+        let per_scenario = (self.seeds.1 - self.seeds.0).saturating_add(1) / self.shard.map_or(1, |(_, n)| n);
+        if per_scenario > MAX_SEEDS {
+            return Err(BadInput(format!("at most {MAX_SEEDS} seeds per scenario and shard; split the range")));
+        }
+        let work: Vec<(&'static dyn Scenario, u64)> =
+            self.scenarios.iter().flat_map(|s| self.seeds().map(move |seed| (*s, seed))).collect();
+        if work.is_empty() {
+            let (i, n) = self.shard.unwrap_or((1, 1));
+            return Err(BadInput(format!("shard {i}/{n} of seeds {} holds no seed", self.seed_text())));
+        }
         let cases_dir = self.out.join("cases");
         std::fs::create_dir_all(&cases_dir)
             .map_err(|e| BadInput(format!("cannot create {}: {e}", cases_dir.display())))?;
-        let work: Vec<(&'static dyn Scenario, u64)> =
-            self.scenarios.iter().flat_map(|s| self.seeds().map(move |seed| (*s, seed))).collect();
         let mut summary = Summary {
             format: crate::report::FORMAT.into(),
             build: build_id().into(),
@@ -160,7 +172,9 @@ impl Campaign {
         let file = format!("cases/{scenario}-{seed}.json");
         case.save(&self.out.join(&file))?;
         let timeline = timeline_file(scenario, seed);
-        let timeline = self.out.join(&timeline).exists().then_some(timeline);
+        // Only a run that reached a verdict has a history to draw.
+        let drawn = matches!(case.verdict, crate::case::Verdict::Fail { .. }) && self.out.join(&timeline).exists();
+        let timeline = drawn.then_some(timeline);
         Ok(CaseEntry { scenario: scenario.to_string(), seed, verdict: case.verdict, case: file, timeline })
     }
 }
@@ -182,39 +196,35 @@ impl Progress {
     fn new(total: u64) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total);
-            let style = ProgressStyle::with_template("{bar:40} {pos}/{len} seeds, {msg}, {per_sec}, eta {eta}")
+            let style = ProgressStyle::with_template("{bar:40} {pos}/{len} seeds, {msg}, eta {eta}")
                 .expect("progress template");
             bar.set_style(style);
-            bar.set_message("0 not passed");
             bar
         });
         Progress { bar, total, done: AtomicUsize::new(0), failures: AtomicUsize::new(0), started: Instant::now() }
     }
 
     fn failure(&self, line: &str) {
-        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        self.failures.fetch_add(1, Ordering::Relaxed);
         match &self.bar {
-            Some(bar) => {
-                bar.println(line);
-                bar.set_message(format!("{n} not passed"));
-            }
+            Some(bar) => bar.println(line),
             None => println!("{line}"),
         }
     }
 
     fn step(&self) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) as u64 + 1;
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        let failures = self.failures.load(Ordering::Relaxed);
         match &self.bar {
-            Some(bar) => bar.inc(1),
+            Some(bar) => {
+                bar.set_message(format!("{failures} not passed, {rate:.1} seeds/s"));
+                bar.inc(1);
+            }
             None => {
                 let every = (self.total / 10).max(1);
                 if done.is_multiple_of(every) || done == self.total {
-                    let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-                    eprintln!(
-                        "campaign: {done}/{} seeds, {} not passed, {rate:.1} seeds/s",
-                        self.total,
-                        self.failures.load(Ordering::Relaxed)
-                    );
+                    eprintln!("campaign: {done}/{} seeds, {failures} not passed, {rate:.1} seeds/s", self.total);
                 }
             }
         }

@@ -4,7 +4,7 @@
 
 use crate::BadInput;
 use mqsim_core::bugs::{Bug, Bugs};
-use mqsim_scenarios::Config;
+use mqsim_scenarios::{Config, RunSpec};
 use mqsim_sim::{Record, Schedule};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -179,10 +179,16 @@ impl Case {
         }
         let case: Case =
             serde_json::from_value(value).map_err(|e| BadInput(format!("{shown} is not a valid case file: {e}")))?;
-        if mqsim_scenarios::find(&case.scenario).is_none() {
+        let Some(scenario) = mqsim_scenarios::find(&case.scenario) else {
             return Err(BadInput(format!("{shown}: unknown scenario '{}'", case.scenario)));
-        }
-        parse_bugs(&case.bugs)?;
+        };
+        let spec = RunSpec {
+            seed: case.seed,
+            bugs: parse_bugs(&case.bugs)?,
+            config: case.config.clone(),
+            schedule: Some(case.schedule.clone()),
+        };
+        mqsim_scenarios::validate(scenario, &spec).map_err(|e| BadInput(format!("{shown}: {e}")))?;
         Ok(case)
     }
 

@@ -8,7 +8,7 @@
 
 use crate::case::{parse_bugs, Digest, Verdict};
 use crate::BadInput;
-use mqsim_scenarios::{Config, Outcome, RunSpec, Stats};
+use mqsim_scenarios::{Config, Outcome, RunSpec, Scenario, Stats};
 use mqsim_sim::Schedule;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -44,7 +44,7 @@ pub struct Outputs {
 #[serde(rename_all = "snake_case")]
 enum Message {
     Resolved { config: Config, schedule: Schedule },
-    Done { verdict: Verdict, history: Option<Digest>, stats: Option<Stats> },
+    Done { verdict: Verdict, history: Option<Digest>, stats: Option<Stats>, output_error: Option<String> },
 }
 
 /// What the parent learns about one run.
@@ -54,6 +54,8 @@ pub struct Executed {
     pub verdict: Verdict,
     pub history: Option<Digest>,
     pub stats: Stats,
+    /// Why an output file asked for was not written.
+    pub output_error: Option<String>,
     pub wall: Duration,
 }
 
@@ -100,29 +102,55 @@ pub fn execute(job: &Job, watchdog: Duration) -> Result<Executed, BadInput> {
     for line in stdout.lines() {
         match serde_json::from_str::<Message>(line) {
             Ok(Message::Resolved { config, schedule }) => resolved = Some((config, schedule)),
-            Ok(Message::Done { verdict, history, stats }) => done = Some((verdict, history, stats)),
+            Ok(Message::Done { verdict, history, stats, output_error }) => {
+                done = Some((verdict, history, stats, output_error))
+            }
             Err(_) => {}
         }
     }
     let (config, schedule) = resolved.unwrap_or_else(|| (job.config.clone(), job.schedule.clone().unwrap_or_default()));
-    let (verdict, history, stats) = match done {
+    let (verdict, history, stats, output_error) = match done {
         Some(done) => done,
         None if killed => {
             let reason =
                 format!("no verdict after {} s of wall-clock time; the watchdog killed it", watchdog.as_secs());
-            (Verdict::Hang { reason }, None, None)
+            (Verdict::Hang { reason }, None, None, None)
         }
         None => {
             let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
             let message = format!("the run died ({status}): {last}");
-            (Verdict::Panic { message }, None, None)
+            (Verdict::Panic { message }, None, None, None)
         }
     };
-    Ok(Executed { config, schedule, verdict, history, stats: stats.unwrap_or_default(), wall: started.elapsed() })
+    let stats = stats.unwrap_or_default();
+    Ok(Executed { config, schedule, verdict, history, stats, output_error, wall: started.elapsed() })
 }
 
 /// The first panic of the process, with its location.
 static PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Runs `spec` in this process; a panic (or madsim's end of a stuck
+/// simulation) becomes the verdict instead of unwinding further.
+pub fn run_caught(scenario: &dyn Scenario, spec: &RunSpec) -> Result<Outcome, Verdict> {
+    catch(|| scenario.run(spec))
+}
+
+fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Verdict> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let mut first = PANIC.lock().unwrap_or_else(|e| e.into_inner());
+            if first.is_none() {
+                let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+                *first = Some(format!("{}{at}", panic_text(info.payload())));
+            }
+        }))
+    });
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let message = PANIC.lock().unwrap_or_else(|e| e.into_inner()).take();
+        classify(message.unwrap_or_else(|| panic_text(payload.as_ref())))
+    })
+}
 
 /// `mqsim exec`: the child's side. Exit 0 on a verdict (whatever it is), 2 on a bad job.
 pub fn child_main() -> ExitCode {
@@ -140,32 +168,31 @@ pub fn child_main() -> ExitCode {
         Err(BadInput(msg)) => return bad(&msg),
     };
     let spec = RunSpec { seed: job.seed, bugs, config: job.config.clone(), schedule: job.schedule.clone() };
-    let spec = scenario.resolve(&spec);
+    let spec = match catch(|| scenario.resolve(&spec)) {
+        Ok(spec) => spec,
+        Err(verdict) => {
+            say(&Message::Done { verdict, history: None, stats: None, output_error: None });
+            return ExitCode::SUCCESS;
+        }
+    };
     let schedule = spec.schedule.clone().unwrap_or_default();
     say(&Message::Resolved { config: spec.config.clone(), schedule });
-
-    std::panic::set_hook(Box::new(|info| {
-        let mut first = PANIC.lock().unwrap_or_else(|e| e.into_inner());
-        if first.is_none() {
-            let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-            *first = Some(format!("{}{at}", panic_text(info.payload())));
-        }
-    }));
-    let done = match std::panic::catch_unwind(AssertUnwindSafe(|| scenario.run(&spec))) {
+    let done = match run_caught(scenario, &spec) {
         Ok(outcome) => {
             let verdict = verdict_of(&outcome);
+            let mut output_error = None;
             if !(job.outputs.only_on_failure && verdict.passed()) {
-                if let Err(BadInput(msg)) = write_outputs(&job.outputs, &job.scenario, &spec, &outcome, &verdict) {
-                    eprintln!("error: {msg}");
+                // Rendering is not the run: its failure is reported apart from the verdict.
+                match catch(|| write_outputs(&job.outputs, &job.scenario, &spec, &outcome, &verdict)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(BadInput(msg))) => output_error = Some(msg),
+                    Err(v) => output_error = Some(format!("writing the outputs failed: {}", v.line())),
                 }
             }
-            Message::Done { verdict, history: Some(Digest::of(&outcome.history)), stats: Some(outcome.stats) }
+            let history = Some(Digest::of(&outcome.history));
+            Message::Done { verdict, history, stats: Some(outcome.stats), output_error }
         }
-        Err(payload) => {
-            let message = PANIC.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let message = message.unwrap_or_else(|| panic_text(payload.as_ref()));
-            Message::Done { verdict: classify(message), history: None, stats: None }
-        }
+        Err(verdict) => Message::Done { verdict, history: None, stats: None, output_error: None },
     };
     say(&done);
     ExitCode::SUCCESS

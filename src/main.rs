@@ -209,11 +209,24 @@ fn run(
         check_writable(path)?;
     }
     let spec = scenario.resolve(&RunSpec { seed, bugs: case::parse_bugs(&bugs)?, ..RunSpec::default() });
+    let schedule = spec.schedule.clone().unwrap_or_default();
+    if show {
+        for a in &schedule.actions {
+            println!("  {a}");
+        }
+    }
     let wall = std::time::Instant::now();
-    let outcome = scenario.run(&spec);
+    let (outcome, verdict) = match exec::run_caught(scenario, &spec) {
+        Ok(outcome) => {
+            let verdict = exec::verdict_of(&outcome);
+            (Some(outcome), verdict)
+        }
+        Err(verdict) => (None, verdict),
+    };
     let wall = wall.elapsed().as_secs_f64();
-    let verdict = exec::verdict_of(&outcome);
-    exec::write_outputs(&outputs, name, &spec, &outcome, &verdict)?;
+    if let Some(outcome) = &outcome {
+        exec::write_outputs(&outputs, name, &spec, outcome, &verdict)?;
+    }
     if let Some(path) = case_path {
         let case = Case {
             format: case::FORMAT.into(),
@@ -222,19 +235,14 @@ fn run(
             bugs: bugs.clone(),
             build: case::build_id().into(),
             config: spec.config.clone(),
-            schedule: outcome.schedule.clone(),
+            schedule,
             verdict: verdict.clone(),
-            history: Some(case::Digest::of(&outcome.history)),
+            history: outcome.as_ref().map(|o| case::Digest::of(&o.history)),
             shrunk_from: None,
         };
         case.save(path)?;
     }
-    if show {
-        for a in &outcome.schedule.actions {
-            println!("  {a}");
-        }
-    }
-    let s = &outcome.stats;
+    let s = outcome.map(|o| o.stats).unwrap_or_default();
     let faults: u64 = s.faults.values().sum();
     let figures = format!("ops={} faults={faults} sim={}s wall={wall:.2}s", s.ops, s.sim_ms / 1000);
     let bug = bugs.first().map(|b| format!(" bug={b}")).unwrap_or_default();
@@ -267,6 +275,10 @@ fn campaign(
     }
     if out.exists() && !out.is_dir() {
         return Err(BadInput(format!("{} exists and is not a directory", out.display())));
+    }
+    // Never mix two campaigns' case files, nor overwrite a report.
+    if out.join("summary.json").exists() || std::fs::read_dir(out.join("cases")).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(BadInput(format!("{} already holds campaign output; choose another --out", out.display())));
     }
     let bugs = bug_list(bug)?;
     let campaign = campaign::Campaign { scenarios, seeds, shard, bugs, jobs, out, watchdog: secs(timeout)? };
@@ -318,6 +330,9 @@ fn replay(path: &Path, outputs: exec::Outputs, timeout: u64) -> Result<ExitCode,
         outputs,
     };
     let ran = exec::execute(&job, secs(timeout)?)?;
+    if let Some(e) = &ran.output_error {
+        return Err(BadInput(e.clone()));
+    }
     println!("recorded: {}", case.verdict.line());
     println!("replayed: {}", ran.verdict.line());
     let same_verdict = ran.verdict.reproduces(&case.verdict);
@@ -342,6 +357,9 @@ fn replay(path: &Path, outputs: exec::Outputs, timeout: u64) -> Result<ExitCode,
 
 fn shrink(path: &Path, out: Option<PathBuf>, max_runs: usize, timeout: u64) -> Result<ExitCode, BadInput> {
     let case = Case::load(path)?;
+    if max_runs == 0 {
+        return Err(BadInput("--max-runs must be at least 1".into()));
+    }
     if case.verdict.passed() {
         return Err(BadInput(format!("{} passed; only a failing case can be shrunk", path.display())));
     }
@@ -374,7 +392,10 @@ fn merge(dirs: &[PathBuf], out: &Path) -> Result<ExitCode, BadInput> {
     if dirs.is_empty() {
         return Err(BadInput("report merge needs the directories of the shards".into()));
     }
-    let summary = report::merge(dirs, out)?;
+    let (summary, missing) = report::merge(dirs, out)?;
+    if !missing.is_empty() {
+        println!("note: shards {} are missing; the totals cover the others only", missing.join(", "));
+    }
     println!(
         "merged {} shards: {} seeds, {} not passed; reports in {}",
         dirs.len(),
@@ -391,6 +412,9 @@ fn check_writable(path: &Path) -> Result<(), BadInput> {
     if !dir.is_dir() {
         return Err(BadInput(format!("cannot write {}: no directory {}", path.display(), dir.display())));
     }
+    if path.is_dir() {
+        return Err(BadInput(format!("cannot write {}: it is a directory", path.display())));
+    }
     Ok(())
 }
 
@@ -398,7 +422,8 @@ fn check_writable(path: &Path) -> Result<(), BadInput> {
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), BadInput> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| BadInput(format!("cannot write {}: {e}", path.display())))
+    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        BadInput(format!("cannot write {}: {e}", path.display()))
+    })
 }

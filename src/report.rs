@@ -90,7 +90,7 @@ impl ScenarioTotals {
     }
 
     pub fn not_passed(&self) -> u64 {
-        self.seeds - self.passed
+        self.seeds.saturating_sub(self.passed)
     }
 
     /// Seeds per second of one core.
@@ -243,54 +243,82 @@ impl Summary {
     }
 }
 
-/// Merges the outputs of shards into `out`: totals are summed, case files and
-/// timelines copied.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary, BadInput> {
-    let mut merged: Option<Summary> = None;
-    std::fs::create_dir_all(out.join("cases"))
-        .map_err(|e| BadInput(format!("cannot create {}: {e}", out.display())))?;
+/// Merges the outputs of shards of one campaign into `out`: totals are
+/// summed, case files and timelines copied. Every shard is checked before
+/// anything is written. Returns the merged summary and the shards missing.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(Summary, Vec<String>), BadInput> {
+    let out_real = out.canonicalize().ok();
+    let mut shards: Vec<(PathBuf, Summary)> = Vec::new();
     for dir in dirs {
-        let s = Summary::load(dir)?;
-        for c in &s.cases {
-            for file in std::iter::once(&c.case).chain(&c.timeline) {
-                let (from, to) = (dir.join(file), out.join(file));
-                if from != to {
-                    std::fs::copy(&from, &to).map_err(|e| BadInput(format!("cannot copy {}: {e}", from.display())))?;
-                }
-            }
+        if out_real.is_some() && dir.canonicalize().ok() == out_real {
+            return Err(BadInput(format!("--out {} is one of the shards; merge into a new directory", out.display())));
         }
-        let Some(m) = merged.as_mut() else {
-            merged = Some(s);
-            continue;
-        };
-        if (&s.build, &s.bugs, &s.seeds) != (&m.build, &m.bugs, &m.seeds) {
+        shards.push((dir.clone(), Summary::load(dir)?));
+    }
+    let Some((_, first)) = shards.first() else { return Err(BadInput("nothing to merge".into())) };
+    let campaign = |s: &Summary| {
+        (s.build.clone(), s.bugs.clone(), s.seeds.clone(), s.scenarios.keys().cloned().collect::<Vec<_>>())
+    };
+    let mut split = None;
+    let mut taken: Vec<u64> = Vec::new();
+    for (dir, s) in &shards {
+        if campaign(s) != campaign(first) {
             return Err(BadInput(format!(
-                "{} ran another campaign (build, bugs or seeds differ) than the first directory",
+                "{} is a shard of another campaign (build, bugs, seeds or scenarios differ)",
                 dir.display()
             )));
         }
-        if let Some(dup) = s.shards.iter().find(|x| m.shards.contains(x)) {
-            return Err(BadInput(format!("shard {dup} is given twice ({})", dir.display())));
-        }
-        if s.shards.is_empty() || m.shards.is_empty() {
+        if s.shards.is_empty() {
             return Err(BadInput(format!("{} holds a whole campaign, not a shard", dir.display())));
         }
-        m.shards.extend(s.shards.iter().cloned());
-        m.jobs = m.jobs.max(s.jobs);
-        m.wall_seconds = m.wall_seconds.max(s.wall_seconds);
-        for (name, t) in &s.scenarios {
-            m.scenarios.entry(name.clone()).or_default().merge(t);
+        for text in &s.shards {
+            let (i, n) = crate::campaign::parse_shard(text)?;
+            if *split.get_or_insert(n) != n {
+                return Err(BadInput(format!(
+                    "{} splits the campaign {n} ways, the others another way",
+                    dir.display()
+                )));
+            }
+            if taken.contains(&i) {
+                return Err(BadInput(format!("shard {text} is given twice ({})", dir.display())));
+            }
+            taken.push(i);
         }
-        m.cases.extend(s.cases.iter().cloned());
     }
-    let mut merged = merged.ok_or_else(|| BadInput("nothing to merge".into()))?;
+    let n = split.unwrap_or(1);
+    let missing: Vec<String> = (1..=n).filter(|i| !taken.contains(i)).map(|i| format!("{i}/{n}")).collect();
+
+    std::fs::create_dir_all(out.join("cases"))
+        .map_err(|e| BadInput(format!("cannot create {}: {e}", out.display())))?;
+    let mut merged = Summary { shards: Vec::new(), cases: Vec::new(), wall_seconds: 0.0, jobs: 0, ..first.clone() };
+    for t in merged.scenarios.values_mut() {
+        *t = ScenarioTotals::default();
+    }
+    for (dir, s) in &shards {
+        for c in &s.cases {
+            for file in std::iter::once(&c.case).chain(&c.timeline) {
+                let from = dir.join(file);
+                std::fs::copy(&from, out.join(file))
+                    .map_err(|e| BadInput(format!("cannot copy {}: {e}", from.display())))?;
+            }
+        }
+        merged.shards.extend(s.shards.iter().cloned());
+        merged.jobs = merged.jobs.max(s.jobs);
+        merged.wall_seconds = merged.wall_seconds.max(s.wall_seconds);
+        for (name, t) in &s.scenarios {
+            merged.scenarios.entry(name.clone()).or_default().merge(t);
+        }
+        merged.cases.extend(s.cases.iter().cloned());
+    }
     merged.shards.sort();
     merged.cases.sort_by(|a, b| (&a.scenario, a.seed).cmp(&(&b.scenario, b.seed)));
     merged.write(out)?;
-    Ok(merged)
+    Ok((merged, missing))
 }
 
+/// Escaped for XML; control characters XML forbids become spaces.
 fn xml(s: &str) -> String {
+    let s: String = s.chars().map(|c| if c.is_control() && !matches!(c, '\t' | '\n') { ' ' } else { c }).collect();
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

@@ -172,7 +172,7 @@ impl Shrinker {
     /// Ends the fault phase (and so the run) soon after the last fault.
     fn earlier_end(&mut self) -> Result<(), BadInput> {
         let Some(phase) = self.best.config.phase_ms else { return Ok(()) };
-        let last = self.best.actions.iter().map(|a| a.at_ms + a.for_ms).max().unwrap_or(0);
+        let last = self.best.actions.iter().map(|a| a.at_ms.saturating_add(a.for_ms)).max().unwrap_or(0);
         let end = (last.div_ceil(1_000) * 1_000).max(1_000);
         if end < phase {
             let config = Config { phase_ms: Some(end), ..self.best.config.clone() };

@@ -63,6 +63,10 @@ fn panics_and_hangs_are_failures_and_the_campaign_goes_on() {
     let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
     assert_eq!(junit.matches("<failure").count(), 5, "{junit}");
     assert!(junit.contains("name=\"selftest seed 7\""), "{junit}");
+    // `run` reports a panic as a verdict too.
+    let (code, stdout, stderr) = mqsim(&["run", "--scenario", "selftest", "--seed", "3"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.starts_with("PANIC selftest seed=3 selftest: planted panic in ticker-1"), "{stdout}");
     // A panic replays as the same panic.
     let (code, stdout, _) = mqsim(&["replay", s(&dir.join("cases/selftest-3.json"))]);
     assert_eq!(code, 0, "{stdout}");
@@ -150,8 +154,17 @@ fn two_shards_merged_give_the_totals_of_one_campaign() {
     for c in merged_summary["cases"].as_array().unwrap() {
         assert!(merged.join(c["case"].as_str().unwrap()).is_file(), "{c}");
     }
-    let (code, _, stderr) = mqsim(&["report", "merge", s(&a), s(&a), "--out", s(&dir.join("twice"))]);
-    assert_eq!((code, stderr.lines().count()), (2, 1), "{stderr}");
+    let a_summary = std::fs::read(a.join("summary.json")).unwrap();
+    one_line_error(&["report", "merge", s(&a), s(&a), "--out", s(&dir.join("twice"))], "given twice");
+    one_line_error(&["report", "merge", s(&a), s(&b), "--out", s(&a)], "is one of the shards");
+    one_line_error(&["report", "merge", s(&whole), s(&a), "--out", s(&dir.join("mixed"))], "not a shard");
+    assert_eq!(std::fs::read(a.join("summary.json")).unwrap(), a_summary, "a failed merge changed a shard");
+    let (code, stdout, _) = mqsim(&["report", "merge", s(&a), "--out", s(&dir.join("half"))]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("shards 2/2 are missing"), "{stdout}");
+    // A campaign never writes over another one's output.
+    let again = ["campaign", "--scenario", "meta", "--seeds", "1", "--out", s(&whole)];
+    one_line_error(&again, "already holds campaign output");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -208,6 +221,22 @@ fn bad_campaign_and_case_input_gets_one_line_and_exit_2() {
         one_line_error(&[command, s(&bad_scenario)], "unknown scenario 'nosuch'");
         one_line_error(&[command, s(&dir.join("missing.json"))], "cannot read");
     }
+    // Well-formed JSON that describes no possible run.
+    let unknown_node = broken("node.json", &text.replacen("\"node\": \"", "\"node\": \"nosuch-", 1));
+    let no_clients = broken("clients.json", &text.replace("\"clients\": ", "\"clients\": 0, \"was\": "));
+    let zero_clients = broken("zero.json", &{
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        v["config"]["clients"] = 0.into();
+        v.to_string()
+    });
+    one_line_error(&["replay", s(&unknown_node)], "not a node of meta");
+    one_line_error(&["replay", s(&no_clients)], "is not a valid case file");
+    one_line_error(&["replay", s(&zero_clients)], "clients must be 1 to");
+    one_line_error(&["replay", s(&good), "--history", s(&dir)], "is a directory");
+    one_line_error(&["shrink", s(&good), "--max-runs", "0"], "--max-runs must be at least 1");
+    call(campaign("5", &["--shard", "2/2"]), "holds no seed");
+    call(campaign("0..18446744073709551615", &[]), "at most");
+
     // Nothing was lost: the good case is intact and still replays.
     assert_eq!(std::fs::read_to_string(&good).unwrap(), text);
     let (code, stdout, _) = mqsim(&["replay", s(&good)]);

@@ -108,7 +108,52 @@ pub trait Scenario: Sync {
     /// configuration knob and the fault schedule. Running the result is the
     /// same run as running `spec`.
     fn resolve(&self, spec: &RunSpec) -> RunSpec;
+    /// The nodes a fault action may name in a run of `spec` (those there from the start).
+    fn nodes(&self, spec: &RunSpec) -> Vec<String>;
     fn run(&self, spec: &RunSpec) -> Outcome;
+}
+
+/// Most clients a configuration may ask for.
+pub const MAX_CLIENTS: usize = 16;
+/// Longest fault phase a configuration may ask for.
+pub const MAX_PHASE_MS: u64 = 10 * 60 * 1000;
+
+/// Whether `spec` (say, read from a case file) is a run `scenario` can do:
+/// knobs it has, within bounds, and faults naming its nodes within the run.
+pub fn validate(scenario: &dyn Scenario, spec: &RunSpec) -> Result<(), String> {
+    let name = scenario.name();
+    let has = scenario.resolve(&RunSpec { seed: spec.seed, ..RunSpec::default() }).config;
+    let c = &spec.config;
+    if let Some(n) = c.clients {
+        if has.clients.is_none() {
+            return Err(format!("scenario {name} has no clients setting"));
+        }
+        if !(1..=MAX_CLIENTS).contains(&n) {
+            return Err(format!("clients must be 1 to {MAX_CLIENTS}, not {n}"));
+        }
+    }
+    if let Some(ms) = c.phase_ms {
+        if has.phase_ms.is_none() {
+            return Err(format!("scenario {name} has no phase_ms setting"));
+        }
+        if !(1_000..=MAX_PHASE_MS).contains(&ms) {
+            return Err(format!("phase_ms must be 1000 to {MAX_PHASE_MS}, not {ms}"));
+        }
+    }
+    if c.ops_per_client == Some(0) {
+        return Err("ops_per_client must be at least 1".into());
+    }
+    let nodes = scenario.nodes(&scenario.resolve(spec));
+    let limit_ms = mqsim_sim::world::TIME_LIMIT.as_millis() as u64;
+    for (i, a) in spec.schedule.iter().flat_map(|s| s.actions.iter()).enumerate() {
+        if let Some(unknown) = a.fault.nodes().into_iter().find(|n| !nodes.iter().any(|k| k == n)) {
+            return Err(format!("fault action {i} names '{unknown}', not a node of {name} ({})", nodes.join(", ")));
+        }
+        if a.at_ms.checked_add(a.for_ms).is_none_or(|end| end > limit_ms) {
+            return Err(format!("fault action {i} ends after the {} s limit of a run", limit_ms / 1000));
+        }
+    }
+    Ok(())
 }
 
 /// The scenarios that test the system; campaigns over `all` run these.

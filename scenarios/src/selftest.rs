@@ -52,6 +52,10 @@ impl Scenario for SelfTest {
         RunSpec { schedule: Some(spec.schedule_for(&profile())), ..spec.clone() }
     }
 
+    fn nodes(&self, _spec: &RunSpec) -> Vec<String> {
+        profile().nodes
+    }
+
     fn run(&self, spec: &RunSpec) -> Outcome {
         let spec = self.resolve(spec);
         let schedule = spec.schedule.clone().unwrap_or_default();

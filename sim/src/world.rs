@@ -209,7 +209,7 @@ impl World {
             for (i, a) in schedule.actions.iter().enumerate() {
                 steps.push((a.at_ms, true, i));
                 if a.for_ms > 0 {
-                    steps.push((a.at_ms + a.for_ms, false, i));
+                    steps.push((a.at_ms.saturating_add(a.for_ms), false, i));
                 }
             }
             // Ends before starts at the same instant; ties in schedule order.

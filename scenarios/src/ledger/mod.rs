@@ -173,6 +173,10 @@ impl Scenario for LedgerFencing {
         resolve_ledger(spec, schedule)
     }
 
+    fn nodes(&self, spec: &RunSpec) -> Vec<String> {
+        profile(&Plan::draw(spec.seed)).nodes
+    }
+
     fn run(&self, spec: &RunSpec) -> Outcome {
         let spec = self.resolve(spec);
         let plan = Plan::draw(spec.seed);
@@ -241,6 +245,10 @@ impl Scenario for LedgerRepair {
     fn resolve(&self, spec: &RunSpec) -> RunSpec {
         let (_, prof) = repair_losses(spec.seed);
         resolve_ledger(spec, spec.schedule_for(&prof))
+    }
+
+    fn nodes(&self, spec: &RunSpec) -> Vec<String> {
+        profile(&Plan::draw(spec.seed)).nodes
     }
 
     fn run(&self, spec: &RunSpec) -> Outcome {

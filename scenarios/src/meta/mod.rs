@@ -103,6 +103,10 @@ impl Scenario for Meta {
         RunSpec { config, schedule: Some(spec.schedule_for(&profile(&plan))), ..spec.clone() }
     }
 
+    fn nodes(&self, spec: &RunSpec) -> Vec<String> {
+        profile(&Plan::draw(spec.seed, &spec.config)).nodes
+    }
+
     fn run(&self, spec: &RunSpec) -> Outcome {
         let spec = self.resolve(spec);
         let plan = Plan::draw(spec.seed, &spec.config);
