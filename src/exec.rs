@@ -2,9 +2,11 @@
 //! panic, an abort or an endless loop costs that seed only: the parent gets a
 //! verdict whatever the child does, and kills it when the watchdog fires.
 //!
-//! The child reads a [`Job`] as JSON on stdin and writes two JSON lines on
-//! stdout: the resolved configuration and schedule before it runs, and the
-//! verdict after.
+//! The child reads a [`Job`] as one JSON line on stdin and writes two JSON
+//! lines on stdout: the resolved configuration and schedule before it runs,
+//! and the verdict after. The parent keeps the child's stdin open until the
+//! child ends; when it closes (the parent died, say killed by a CI timeout),
+//! the child exits rather than spin on without a watchdog.
 
 use crate::case::{parse_bugs, Digest, Verdict};
 use crate::BadInput;
@@ -56,6 +58,8 @@ pub struct Executed {
     pub stats: Stats,
     /// Why an output file asked for was not written.
     pub output_error: Option<String>,
+    /// What the child logged (with `RUST_LOG` set).
+    pub stderr: String,
     pub wall: Duration,
 }
 
@@ -71,8 +75,9 @@ pub fn execute(job: &Job, watchdog: Duration) -> Result<Executed, BadInput> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| BadInput(format!("cannot start a child process: {e}")))?;
-    let job_json = serde_json::to_string(job).expect("job to json");
-    let _ = child.stdin.take().expect("piped stdin").write_all(job_json.as_bytes());
+    let job_json = serde_json::to_string(job).expect("job to json") + "\n";
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let _ = stdin.write_all(job_json.as_bytes());
     // Both pipes are drained on threads, so a chatty child never blocks on a full pipe.
     let (tx, rx) = std::sync::mpsc::channel();
     let mut stdout = child.stdout.take().expect("piped stdout");
@@ -95,6 +100,7 @@ pub fn execute(job: &Job, watchdog: Duration) -> Result<Executed, BadInput> {
         }
     };
     let status = child.wait().map_err(|e| BadInput(format!("lost a child process: {e}")))?;
+    drop(stdin);
     let stderr = stderr.join().unwrap_or_default();
 
     let mut resolved = None;
@@ -123,7 +129,7 @@ pub fn execute(job: &Job, watchdog: Duration) -> Result<Executed, BadInput> {
         }
     };
     let stats = stats.unwrap_or_default();
-    Ok(Executed { config, schedule, verdict, history, stats, output_error, wall: started.elapsed() })
+    Ok(Executed { config, schedule, verdict, history, stats, output_error, stderr, wall: started.elapsed() })
 }
 
 /// The first panic of the process, with its location.
@@ -155,11 +161,16 @@ fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Verdict> {
 /// `mqsim exec`: the child's side. Exit 0 on a verdict (whatever it is), 2 on a bad job.
 pub fn child_main() -> ExitCode {
     let mut input = String::new();
-    let job: Job = match std::io::stdin().read_to_string(&mut input).map(|_| serde_json::from_str(&input)) {
+    let job: Job = match std::io::stdin().read_line(&mut input).map(|_| serde_json::from_str(&input)) {
         Ok(Ok(job)) => job,
         Ok(Err(e)) => return bad(&format!("not a job: {e}")),
         Err(e) => return bad(&format!("cannot read the job: {e}")),
     };
+    std::thread::spawn(|| {
+        // Nothing more comes on stdin; it ends when the parent is gone.
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        std::process::exit(3);
+    });
     let Some(scenario) = mqsim_scenarios::find(&job.scenario) else {
         return bad(&format!("unknown scenario '{}'", job.scenario));
     };

@@ -330,6 +330,9 @@ fn replay(path: &Path, outputs: exec::Outputs, timeout: u64) -> Result<ExitCode,
         outputs,
     };
     let ran = exec::execute(&job, secs(timeout)?)?;
+    if std::env::var_os("RUST_LOG").is_some() {
+        eprint!("{}", ran.stderr);
+    }
     if let Some(e) = &ran.output_error {
         return Err(BadInput(e.clone()));
     }
