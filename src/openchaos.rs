@@ -44,15 +44,15 @@
 
 use mqsim_sim::history::{Kind, Record};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// The client operations of `records` in OpenMessaging-Chaos history format.
 pub fn export(records: &[Record]) -> String {
     let mut out = String::new();
-    let mut clients: HashMap<&str, usize> = HashMap::new();
+    let mut clients: BTreeMap<&str, usize> = BTreeMap::new();
     // Invoked, not yet completed, by op id: a BTreeMap so leftovers come out in order.
     let mut pending: BTreeMap<u64, (usize, &str, &Record)> = BTreeMap::new();
-    let mut sent_ms: HashMap<String, u64> = HashMap::new();
+    let mut sent_ms: BTreeMap<String, u64> = BTreeMap::new();
     for r in records {
         match r.kind {
             Kind::Invoke => {
@@ -102,7 +102,7 @@ fn queue_op(op: &str) -> Option<&'static str> {
 /// Writes the response lines of `inv`, completed by `done` at `t` (µs), or never.
 fn respond(
     out: &mut String,
-    sent_ms: &HashMap<String, u64>,
+    sent_ms: &BTreeMap<String, u64>,
     client: usize,
     op: &str,
     inv: &Record,
