@@ -2,7 +2,7 @@
 //! process, `jobs` at a time; a case file (and timeline) for every seed that
 //! does not pass, and the reports at the end.
 
-use crate::case::{build_id, Case, FORMAT};
+use crate::case::{build_id, Case};
 use crate::exec::{execute, Job, Outputs};
 use crate::report::{CaseEntry, Summary};
 use crate::BadInput;
@@ -126,7 +126,8 @@ impl Campaign {
                 totals.add_run(&ran.verdict, &ran.stats, ran.wall.as_secs_f64());
                 if !ran.verdict.passed() {
                     let entry = self.write_case(done.scenario, done.seed, ran)?;
-                    let title = format!("{} seed={}", entry.scenario, entry.seed);
+                    // Every seed of a campaign has the same bugs: the title leaves them out.
+                    let title = crate::case::title(&entry.scenario, entry.seed, &[]);
                     let file = self.out.join(&entry.case);
                     progress.failure(&format!("{} -> {}", entry.verdict.headline(&title), file.display()));
                     summary.cases.push(entry);
@@ -157,18 +158,7 @@ impl Campaign {
     }
 
     fn write_case(&self, scenario: &str, seed: u64, ran: crate::exec::Executed) -> Result<CaseEntry, BadInput> {
-        let case = Case {
-            format: FORMAT.into(),
-            scenario: scenario.to_string(),
-            seed,
-            bugs: self.bugs.clone(),
-            build: build_id().into(),
-            config: ran.config,
-            schedule: ran.schedule,
-            verdict: ran.verdict,
-            history: ran.history,
-            shrunk_from: None,
-        };
+        let case = Case::new(scenario, seed, self.bugs.clone(), ran.config, ran.schedule, ran.verdict, ran.history);
         let file = format!("cases/{scenario}-{seed}.json");
         case.save(&self.out.join(&file))?;
         let timeline = timeline_file(scenario, seed);

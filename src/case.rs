@@ -2,6 +2,7 @@
 //! build, configuration, fault schedule) with the verdict it reached, so that
 //! it can be replayed, shrunk and read.
 
+use crate::exec::{Job, Outputs};
 use crate::BadInput;
 use mqsim_core::bugs::{Bug, Bugs};
 use mqsim_scenarios::{Config, RunSpec};
@@ -85,10 +86,9 @@ impl Verdict {
 
     /// The verdict line of a run called `title`: `FAIL <title> L1: …`.
     pub fn headline(&self, title: &str) -> String {
-        let line = self.line();
-        match line.split_once(' ') {
-            Some((word, rest)) => format!("{word} {title} {rest}"),
-            None => format!("{line} {title}"),
+        match self.parts() {
+            (word, None) => format!("{word} {title}"),
+            (word, Some(rest)) => format!("{word} {title} {rest}"),
         }
     }
 
@@ -101,14 +101,22 @@ impl Verdict {
 
     /// One line, as verdict lines print it.
     pub fn line(&self) -> String {
+        match self.parts() {
+            (word, None) => word.into(),
+            (word, Some(rest)) => format!("{word} {rest}"),
+        }
+    }
+
+    /// The verdict's first word and what it says after it.
+    fn parts(&self) -> (&'static str, Option<String>) {
         match self {
-            Verdict::Pass => "PASS".into(),
+            Verdict::Pass => ("PASS", None),
             Verdict::Fail { invariant, detail, violations, .. } => {
                 let more = if *violations > 1 { format!(" (+{} more)", violations - 1) } else { String::new() };
-                format!("FAIL {invariant}: {detail}{more}")
+                ("FAIL", Some(format!("{invariant}: {detail}{more}")))
             }
-            Verdict::Panic { message } => format!("PANIC {message}"),
-            Verdict::Hang { reason } => format!("HANG {reason}"),
+            Verdict::Panic { message } => ("PANIC", Some(message.clone())),
+            Verdict::Hang { reason } => ("HANG", Some(reason.clone())),
         }
     }
 }
@@ -165,20 +173,56 @@ pub fn bug_names(bugs: Bugs) -> Vec<String> {
     bugs.list().into_iter().map(|b| b.name().to_string()).collect()
 }
 
+/// How a run is named in verdict lines, reports and timelines.
+pub fn title(scenario: &str, seed: u64, bugs: &[String]) -> String {
+    let bugs = if bugs.is_empty() { String::new() } else { format!(" bug={}", bugs.join(",")) };
+    format!("{scenario} seed={seed}{bugs}")
+}
+
+/// Reads a JSON file whose `format` field must be `format`; every problem is
+/// one line of bad input naming the file and what it should have been.
+pub fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path, format: &str, what: &str) -> Result<T, BadInput> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("cannot read {shown}: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| BadInput(format!("{shown} is not a {what}: {e}")))?;
+    match value.get("format").and_then(|f| f.as_str()) {
+        Some(f) if f == format => {}
+        Some(other) => return Err(BadInput(format!("{shown}: format '{other}' is not {format}"))),
+        None => return Err(BadInput(format!("{shown} is not a {what}: no \"format\": \"{format}\""))),
+    }
+    serde_json::from_value(value).map_err(|e| BadInput(format!("{shown} is not a valid {what}: {e}")))
+}
+
 impl Case {
+    /// A case recorded by this build.
+    pub fn new(
+        scenario: &str,
+        seed: u64,
+        bugs: Vec<String>,
+        config: Config,
+        schedule: Schedule,
+        verdict: Verdict,
+        history: Option<Digest>,
+    ) -> Case {
+        Case {
+            format: FORMAT.into(),
+            scenario: scenario.to_string(),
+            seed,
+            bugs,
+            build: build_id().into(),
+            config,
+            schedule,
+            verdict,
+            history,
+            shrunk_from: None,
+        }
+    }
+
     /// Reads and checks a case file; every problem is one line of bad input.
     pub fn load(path: &Path) -> Result<Case, BadInput> {
+        let case: Case = read_versioned(path, FORMAT, "case file")?;
         let shown = path.display();
-        let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("cannot read {shown}: {e}")))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| BadInput(format!("{shown} is not a case file: {e}")))?;
-        match value.get("format").and_then(|f| f.as_str()) {
-            Some(FORMAT) => {}
-            Some(other) => return Err(BadInput(format!("{shown}: case format '{other}' is not {FORMAT}"))),
-            None => return Err(BadInput(format!("{shown} is not a case file: no \"format\": \"{FORMAT}\""))),
-        }
-        let case: Case =
-            serde_json::from_value(value).map_err(|e| BadInput(format!("{shown} is not a valid case file: {e}")))?;
         let Some(scenario) = mqsim_scenarios::find(&case.scenario) else {
             return Err(BadInput(format!("{shown}: unknown scenario '{}'", case.scenario)));
         };
@@ -198,9 +242,19 @@ impl Case {
         crate::write_atomically(path, &text)
     }
 
-    /// How the case is named in reports and on the command line.
     pub fn title(&self) -> String {
-        let bugs = if self.bugs.is_empty() { String::new() } else { format!(" bug={}", self.bugs.join(",")) };
-        format!("{} seed={}{bugs}", self.scenario, self.seed)
+        title(&self.scenario, self.seed, &self.bugs)
+    }
+
+    /// The job that runs this case again, writing `outputs`.
+    pub fn job(&self, outputs: Outputs) -> Job {
+        Job {
+            scenario: self.scenario.clone(),
+            seed: self.seed,
+            bugs: self.bugs.clone(),
+            config: self.config.clone(),
+            schedule: Some(self.schedule.clone()),
+            outputs,
+        }
     }
 }

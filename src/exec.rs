@@ -221,9 +221,8 @@ pub fn write_outputs(
         crate::write_atomically(path, &mqsim_sim::history::to_jsonl(&outcome.history))?;
     }
     if let Some(path) = &outputs.timeline {
-        let bugs = crate::case::bug_names(spec.bugs);
-        let bugs = if bugs.is_empty() { String::new() } else { format!(" bug={}", bugs.join(",")) };
-        let title = format!("{scenario} seed={}{bugs}: {}", spec.seed, verdict.line());
+        let title = crate::case::title(scenario, spec.seed, &crate::case::bug_names(spec.bugs));
+        let title = format!("{title}: {}", verdict.line());
         let line = verdict.line();
         let mark = match verdict {
             Verdict::Fail { op, .. } => Some(crate::timeline::Mark { label: &line, op: *op }),

@@ -38,15 +38,8 @@ enum Command {
         /// Switch on a planted bug (see `mqsim list`).
         #[arg(long)]
         bug: Option<String>,
-        /// Write the history of the run as JSON Lines.
-        #[arg(long)]
-        history: Option<PathBuf>,
-        /// Write a timeline of the run (SVG).
-        #[arg(long)]
-        timeline: Option<PathBuf>,
-        /// Write the client operations in OpenMessaging-Chaos history format.
-        #[arg(long)]
-        export_openchaos: Option<PathBuf>,
+        #[command(flatten)]
+        outputs: OutputArgs,
         /// Print the fault schedule before the verdict.
         #[arg(long)]
         show_schedule: bool,
@@ -80,12 +73,8 @@ enum Command {
     /// Run a case file again and compare the verdict and the history.
     Replay {
         case: PathBuf,
-        #[arg(long)]
-        history: Option<PathBuf>,
-        #[arg(long)]
-        timeline: Option<PathBuf>,
-        #[arg(long)]
-        export_openchaos: Option<PathBuf>,
+        #[command(flatten)]
+        outputs: OutputArgs,
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
@@ -109,6 +98,31 @@ enum Command {
     /// Run one job given as JSON on stdin (how campaigns run each seed).
     #[command(hide = true)]
     Exec,
+}
+
+/// Files written from a run's history.
+#[derive(clap::Args)]
+struct OutputArgs {
+    /// Write the history of the run as JSON Lines.
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Write a timeline of the run (SVG).
+    #[arg(long)]
+    timeline: Option<PathBuf>,
+    /// Write the client operations in OpenMessaging-Chaos history format.
+    #[arg(long)]
+    export_openchaos: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    /// The outputs, once each can be written.
+    fn checked(self) -> Result<exec::Outputs, BadInput> {
+        for path in [&self.history, &self.timeline, &self.export_openchaos].into_iter().flatten() {
+            check_writable(path)?;
+        }
+        let OutputArgs { history, timeline, export_openchaos } = self;
+        Ok(exec::Outputs { history, timeline, openchaos: export_openchaos, only_on_failure: false })
+    }
 }
 
 #[derive(Subcommand)]
@@ -143,17 +157,13 @@ fn main() -> ExitCode {
             list();
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { scenario, seed, bug, history, timeline, export_openchaos, show_schedule, case } => {
-            let outputs = exec::Outputs { history, timeline, openchaos: export_openchaos, only_on_failure: false };
+        Command::Run { scenario, seed, bug, outputs, show_schedule, case } => {
             run(&scenario, seed, bug, outputs, show_schedule, case.as_deref())
         }
         Command::Campaign { scenario, seeds, jobs, shard, bug, out, timeout } => {
             campaign(&scenario, &seeds, jobs, shard.as_deref(), bug, out, timeout)
         }
-        Command::Replay { case, history, timeline, export_openchaos, timeout } => {
-            let outputs = exec::Outputs { history, timeline, openchaos: export_openchaos, only_on_failure: false };
-            replay(&case, outputs, timeout)
-        }
+        Command::Replay { case, outputs, timeout } => replay(&case, outputs, timeout),
         Command::Shrink { case, out, max_runs, timeout } => shrink(&case, out, max_runs, timeout),
         Command::Report { command: ReportCommand::Merge { dirs, out } } => merge(&dirs, &out),
         Command::Exec => return exec::child_main(),
@@ -196,15 +206,13 @@ fn run(
     name: &str,
     seed: u64,
     bug: Option<String>,
-    outputs: exec::Outputs,
+    outputs: OutputArgs,
     show: bool,
     case_path: Option<&Path>,
 ) -> Result<ExitCode, BadInput> {
     let scenario = scenario(name)?;
     let bugs = bug_list(bug)?;
-    for path in [&outputs.history, &outputs.timeline, &outputs.openchaos].into_iter().flatten() {
-        check_writable(path)?;
-    }
+    let outputs = outputs.checked()?;
     if let Some(path) = case_path {
         check_writable(path)?;
     }
@@ -228,25 +236,13 @@ fn run(
         exec::write_outputs(&outputs, name, &spec, outcome, &verdict)?;
     }
     if let Some(path) = case_path {
-        let case = Case {
-            format: case::FORMAT.into(),
-            scenario: name.to_string(),
-            seed,
-            bugs: bugs.clone(),
-            build: case::build_id().into(),
-            config: spec.config.clone(),
-            schedule,
-            verdict: verdict.clone(),
-            history: outcome.as_ref().map(|o| case::Digest::of(&o.history)),
-            shrunk_from: None,
-        };
-        case.save(path)?;
+        let history = outcome.as_ref().map(|o| case::Digest::of(&o.history));
+        Case::new(name, seed, bugs.clone(), spec.config.clone(), schedule, verdict.clone(), history).save(path)?;
     }
     let s = outcome.map(|o| o.stats).unwrap_or_default();
     let faults: u64 = s.faults.values().sum();
     let figures = format!("ops={} faults={faults} sim={}s wall={wall:.2}s", s.ops, s.sim_ms / 1000);
-    let bug = bugs.first().map(|b| format!(" bug={b}")).unwrap_or_default();
-    let title = format!("{name} seed={seed}{bug}");
+    let title = case::title(name, seed, &bugs);
     match verdict {
         Verdict::Pass => println!("PASS {title} {figures}"),
         _ => println!("{}", verdict.headline(&title)),
@@ -312,23 +308,14 @@ fn secs(timeout: u64) -> Result<Duration, BadInput> {
     Ok(Duration::from_secs(timeout))
 }
 
-fn replay(path: &Path, outputs: exec::Outputs, timeout: u64) -> Result<ExitCode, BadInput> {
+fn replay(path: &Path, outputs: OutputArgs, timeout: u64) -> Result<ExitCode, BadInput> {
     let case = Case::load(path)?;
-    for path in [&outputs.history, &outputs.timeline, &outputs.openchaos].into_iter().flatten() {
-        check_writable(path)?;
-    }
+    let outputs = outputs.checked()?;
     println!("replaying {} with {} fault actions", case.title(), case.schedule.actions.len());
     if case.build != case::build_id() {
         println!("note: recorded by build `{}`; this is `{}`: the verdict may differ", case.build, case::build_id());
     }
-    let job = exec::Job {
-        scenario: case.scenario.clone(),
-        seed: case.seed,
-        bugs: case.bugs.clone(),
-        config: case.config.clone(),
-        schedule: Some(case.schedule.clone()),
-        outputs,
-    };
+    let job = case.job(outputs);
     let ran = exec::execute(&job, secs(timeout)?)?;
     if std::env::var_os("RUST_LOG").is_some() {
         eprint!("{}", ran.stderr);

@@ -121,16 +121,7 @@ impl Summary {
     }
 
     pub fn load(dir: &Path) -> Result<Summary, BadInput> {
-        let path = dir.join("summary.json");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| BadInput(format!("{} is not a campaign summary: {e}", path.display())))?;
-        if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
-            return Err(BadInput(format!("{} is not a {FORMAT} summary", path.display())));
-        }
-        serde_json::from_value(value)
-            .map_err(|e| BadInput(format!("{} is not a valid campaign summary: {e}", path.display())))
+        crate::case::read_versioned(&dir.join("summary.json"), FORMAT, "campaign summary")
     }
 
     fn markdown(&self) -> String {

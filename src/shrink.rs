@@ -5,7 +5,7 @@
 //! until nothing more can go. Every candidate runs in a child process.
 
 use crate::case::{build_id, Case, Digest, ShrunkFrom, Verdict};
-use crate::exec::{execute, Job};
+use crate::exec::{execute, Job, Outputs};
 use crate::BadInput;
 use mqsim_scenarios::Config;
 use mqsim_sim::{FaultAction, Schedule};
@@ -63,14 +63,8 @@ impl Shrinker {
             return Ok(false);
         }
         self.runs += 1;
-        let job = Job {
-            scenario: self.original.scenario.clone(),
-            seed: self.original.seed,
-            bugs: self.original.bugs.clone(),
-            config: config.clone(),
-            schedule: Some(Schedule { actions: actions.clone() }),
-            ..Job::default()
-        };
+        let schedule = Schedule { actions: actions.clone() };
+        let job = Job { config: config.clone(), schedule: Some(schedule), ..self.original.job(Outputs::default()) };
         let ran = execute(&job, self.watchdog)?;
         if !ran.verdict.same_failure(&self.original.verdict) {
             return Ok(false);

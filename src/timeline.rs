@@ -1,7 +1,7 @@
 //! Renders the history of one run as a standalone SVG timeline: a lane per node, faults shaded, operations as bars.
 
 use mqsim_sim::history::Kind;
-use mqsim_sim::Record;
+use mqsim_sim::{Fault, FaultKind, Record};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write};
@@ -37,46 +37,40 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
     let end = records.iter().map(|r| r.t).max().unwrap_or(0).max(end_us).max(1);
     let x = |t: u64| LEFT + t.min(end) as f64 * (WIDTH - LEFT - RIGHT) / end as f64;
 
-    // Pair each invocation with its completion; an operation may never complete.
-    let mut ops: Vec<(&Record, Option<&Record>)> = Vec::new();
-    let mut open_ops = BTreeMap::new();
+    // Each invocation with its completion; an operation may never complete.
+    let ops: Vec<(&Record, Option<&Record>)> =
+        mqsim_scenarios::ops::ops(records).iter().map(|o| (o.args, o.res)).collect();
     // Fault windows and instants, paired by the action index of start and end.
     let mut shades: Vec<Shade> = Vec::new();
     let mut open_faults = BTreeMap::new();
-    for r in records {
-        match (r.kind, r.u64("id")) {
-            (Kind::Invoke, Some(id)) => {
-                open_ops.insert(id, ops.len());
-                ops.push((r, None));
+    for r in records.iter().filter(|r| r.kind == Kind::Fault) {
+        match r.str("phase") {
+            Some("start") => {
+                // A window without an end record was cut short by the end of the run.
+                let to = r
+                    .u64("for_ms")
+                    .map_or(Some(end), |ms| (ms > 0).then(|| r.t.saturating_add(ms.saturating_mul(1000)).min(end)));
+                open_faults.insert(r.u64("action"), shades.len());
+                let fault = r.data.get("fault").and_then(|f| serde_json::from_value::<Fault>(f.clone()).ok());
+                let (kind, mut nodes) = match &fault {
+                    Some(f) => (FaultKind::of(f).name(), f.nodes().into_iter().map(str::to_string).collect()),
+                    None => ("fault".to_string(), Vec::new()),
+                };
+                nodes.sort();
+                nodes.dedup();
+                shades.push(Shade { rec: r, kind, nodes, to });
             }
-            (Kind::Ok | Kind::Fail | Kind::Info, Some(id)) => {
-                if let Some(i) = open_ops.remove(&id) {
-                    ops[i].1 = Some(r);
+            Some("end") => {
+                if let Some(i) = open_faults.remove(&r.u64("action")) {
+                    shades[i].to = Some(r.t);
                 }
             }
-            (Kind::Fault, _) => match r.str("phase") {
-                Some("start") => {
-                    let fault = r.data.get("fault").cloned().unwrap_or(Value::Null);
-                    // A window without an end record was cut short by the end of the run.
-                    let to = r
-                        .u64("for_ms")
-                        .map_or(Some(end), |ms| (ms > 0).then(|| r.t.saturating_add(ms.saturating_mul(1000)).min(end)));
-                    open_faults.insert(r.u64("action"), shades.len());
-                    shades.push(Shade { rec: r, kind: fault_kind(&fault), nodes: fault_nodes(&fault), to });
-                }
-                Some("end") => {
-                    if let Some(i) = open_faults.remove(&r.u64("action")) {
-                        shades[i].to = Some(r.t);
-                    }
-                }
-                // Instants such as "crash" (a node lost power): mark them on their target.
-                phase => {
-                    let data = Value::Object(r.data.clone());
-                    let kind = phase.unwrap_or("fault").to_string();
-                    shades.push(Shade { rec: r, kind, nodes: fault_nodes(&data), to: None });
-                }
-            },
-            _ => {}
+            // Instants such as "crash" (a node lost power): mark them on their target.
+            phase => {
+                let kind = phase.unwrap_or("fault").to_string();
+                let nodes = r.str("target").map(str::to_string).into_iter().collect();
+                shades.push(Shade { rec: r, kind, nodes, to: None });
+            }
         }
     }
 
@@ -270,32 +264,6 @@ struct Shade<'a> {
 }
 
 /// What kind of fault this is, as `mqsim list` names it; message rules by their effect.
-fn fault_kind(fault: &Value) -> String {
-    let kind = match fault.get("kind").and_then(Value::as_str) {
-        Some("filter") => fault.pointer("/rule/effect").and_then(Value::as_str).unwrap_or("filter"),
-        Some(k) => k,
-        None => "fault",
-    };
-    kind.replace('_', "-")
-}
-
-/// The nodes a fault (or an instant fault record) names, sorted and distinct.
-fn fault_nodes(fault: &Value) -> Vec<String> {
-    let mut nodes = BTreeSet::new();
-    for v in [fault, fault.get("rule").unwrap_or(&Value::Null)] {
-        for key in ["node", "target", "a", "b", "from", "to", "nodes"] {
-            match v.get(key) {
-                Some(Value::String(n)) => {
-                    nodes.insert(n.clone());
-                }
-                Some(Value::Array(a)) => nodes.extend(a.iter().filter_map(Value::as_str).map(str::to_string)),
-                _ => {}
-            }
-        }
-    }
-    nodes.into_iter().collect()
-}
-
 fn fault_colour(kind: &str) -> &'static str {
     match kind {
         "crash" => "#333",

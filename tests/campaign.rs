@@ -1,15 +1,11 @@
 //! Campaigns, case files, replay, shrinking, shard merging and reports,
 //! through the command line as CI and researchers use them.
 
+mod common;
+
+use common::{mqsim, one_line_error};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn mqsim(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mqsim")).args(args).output().unwrap();
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mqsim-test-{name}-{}", std::process::id()));
@@ -166,14 +162,6 @@ fn two_shards_merged_give_the_totals_of_one_campaign() {
     let again = ["campaign", "--scenario", "meta", "--seeds", "1", "--out", s(&whole)];
     one_line_error(&again, "already holds campaign output");
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-fn one_line_error(args: &[&str], expect: &str) {
-    let (code, stdout, stderr) = mqsim(args);
-    assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{args:?}: not one line: {stderr}");
-    assert!(stderr.contains(expect), "{args:?}: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

@@ -1,21 +1,8 @@
 //! The command line: verdicts, exit codes, one-line errors on bad input.
 
-use std::process::Command;
+mod common;
 
-fn mqsim(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mqsim")).args(args).output().unwrap();
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
-}
-
-fn one_line_error(args: &[&str], expect: &str) {
-    let (code, stdout, stderr) = mqsim(args);
-    assert_eq!(code, 2, "{args:?}: {stderr}");
-    assert!(stdout.is_empty(), "{args:?} printed {stdout}");
-    assert_eq!(stderr.lines().count(), 1, "{args:?}: not one line: {stderr}");
-    assert!(stderr.contains(expect), "{args:?}: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-}
+use common::{mqsim, one_line_error};
 
 #[test]
 fn bad_input_gets_one_line_and_exit_2() {

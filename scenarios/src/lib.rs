@@ -2,7 +2,7 @@
 
 pub mod ledger;
 pub mod meta;
-mod ops;
+pub mod ops;
 pub mod selftest;
 
 use mqsim_core::bugs::Bugs;
