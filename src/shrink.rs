@@ -4,7 +4,7 @@
 //! windows, then fewer clients, fewer operations and an earlier end; repeated
 //! until nothing more can go. Every candidate runs in a child process.
 
-use crate::case::{build_id, Case, Digest, ShrunkFrom, Verdict};
+use crate::case::{Case, Digest, ShrunkFrom, Verdict};
 use crate::exec::{execute, Job, Outputs};
 use crate::BadInput;
 use mqsim_scenarios::Config;
@@ -82,24 +82,18 @@ impl Shrinker {
             self.fewer_clients()?;
             self.fewer_ops()?;
             self.earlier_end()?;
-            if (self.best.actions.clone(), self.best.config.clone()) == before || self.runs >= self.max_runs {
+            if (self.best.actions == before.0 && self.best.config == before.1) || self.runs >= self.max_runs {
                 break;
             }
         }
         let original = &self.original;
-        Ok(Case {
-            build: build_id().into(),
-            config: self.best.config,
-            schedule: Schedule { actions: self.best.actions },
-            verdict: self.best.verdict,
-            history: self.best.history,
-            shrunk_from: Some(ShrunkFrom {
-                actions: original.schedule.actions.len(),
-                config: original.config.clone(),
-                runs: self.runs,
-            }),
-            ..original.clone()
-        })
+        let schedule = Schedule { actions: self.best.actions };
+        let (config, verdict, history) = (self.best.config, self.best.verdict, self.best.history);
+        let shrunk =
+            Case::new(&original.scenario, original.seed, original.bugs.clone(), config, schedule, verdict, history);
+        let shrunk_from =
+            ShrunkFrom { actions: original.schedule.actions.len(), config: original.config.clone(), runs: self.runs };
+        Ok(Case { shrunk_from: Some(shrunk_from), ..shrunk })
     }
 
     /// Delta debugging over the actions: drop halves, quarters, … single ones.
