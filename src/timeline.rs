@@ -1,7 +1,8 @@
 //! Renders the history of one run as a standalone SVG timeline: a lane per node, faults shaded, operations as bars.
 
-use mqsim_sim::history::Kind;
-use mqsim_sim::{Fault, FaultKind, Record};
+use mqsim_scenarios::ops::{Op, Outcome};
+use mqsim_sim::history::{Body, FaultRecord, Kind, Record};
+use mqsim_sim::FaultKind;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write};
@@ -38,45 +39,39 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
     let x = |t: u64| LEFT + t.min(end) as f64 * (WIDTH - LEFT - RIGHT) / end as f64;
 
     // Each invocation with its completion; an operation may never complete.
-    let ops: Vec<(&Record, Option<&Record>)> =
-        mqsim_scenarios::ops::ops(records).iter().map(|o| (o.args, o.res)).collect();
+    // A history the join cannot read is drawn without its operations.
+    let ops: Vec<Op> = mqsim_scenarios::ops::ops(records).unwrap_or_default();
     // Fault windows and instants, paired by the action index of start and end.
     let mut shades: Vec<Shade> = Vec::new();
     let mut open_faults = BTreeMap::new();
-    for r in records.iter().filter(|r| r.kind == Kind::Fault) {
-        match r.str("phase") {
-            Some("start") => {
+    for r in records {
+        let Body::Fault(f) = &r.body else { continue };
+        match f {
+            FaultRecord::Start { action, for_ms, fault, .. } => {
                 // A window without an end record was cut short by the end of the run.
-                let to = r
-                    .u64("for_ms")
-                    .map_or(Some(end), |ms| (ms > 0).then(|| r.t.saturating_add(ms.saturating_mul(1000)).min(end)));
-                open_faults.insert(r.u64("action"), shades.len());
-                let fault = r.data.get("fault").and_then(|f| serde_json::from_value::<Fault>(f.clone()).ok());
-                let (kind, mut nodes) = match &fault {
-                    Some(f) => (FaultKind::of(f).name(), f.nodes().into_iter().map(str::to_string).collect()),
-                    None => ("fault".to_string(), Vec::new()),
-                };
+                let to = (*for_ms > 0).then(|| r.t.saturating_add(for_ms.saturating_mul(1000)).min(end));
+                open_faults.insert(*action, shades.len());
+                let mut nodes: Vec<String> = fault.nodes().into_iter().map(str::to_string).collect();
                 nodes.sort();
                 nodes.dedup();
-                shades.push(Shade { rec: r, kind, nodes, to });
+                shades.push(Shade { rec: r, kind: FaultKind::of(fault).name(), nodes, to });
             }
-            Some("end") => {
-                if let Some(i) = open_faults.remove(&r.u64("action")) {
+            FaultRecord::End { action, .. } => {
+                if let Some(i) = open_faults.remove(action) {
                     shades[i].to = Some(r.t);
                 }
             }
-            // Instants such as "crash" (a node lost power): mark them on their target.
-            phase => {
-                let kind = phase.unwrap_or("fault").to_string();
-                let nodes = r.str("target").map(str::to_string).into_iter().collect();
-                shades.push(Shade { rec: r, kind, nodes, to: None });
+            // A node lost power: an instant on its lane.
+            FaultRecord::Crash { target, .. } => {
+                shades.push(Shade { rec: r, kind: "crash".into(), nodes: vec![target.clone()], to: None });
             }
         }
     }
 
     // Lanes: every node that left a record other than a fault (so not the
     // nemesis itself) or is named by a fault.
-    let mut names: BTreeSet<&str> = records.iter().filter(|r| r.kind != Kind::Fault).map(|r| r.node.as_str()).collect();
+    let mut names: BTreeSet<&str> =
+        records.iter().filter(|r| r.kind() != Kind::Fault).map(|r| r.node.as_str()).collect();
     names.extend(shades.iter().flat_map(|s| s.nodes.iter().map(String::as_str)));
     let mut names: Vec<&str> = names.into_iter().collect();
     names.sort_by_cached_key(|n| lane_order(n));
@@ -90,9 +85,9 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
     // bar, so that back-to-back operations share a track.
     let mut tracks: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut bars = Vec::with_capacity(ops.len());
-    for &(inv, done) in &ops {
-        let lane = lane_of[inv.node.as_str()];
-        let (x0, x1) = (x(inv.t), x(done.map_or(end, |d| d.t)));
+    for o in &ops {
+        let lane = lane_of[o.node];
+        let (x0, x1) = (x(o.start), x(o.end.min(end)));
         let ends = &mut tracks[lane];
         let track = match ends.iter().position(|&e| e <= x0) {
             Some(i) => i,
@@ -170,7 +165,10 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
             None => (x(f.rec.t) - 1.0, 2.0, 0.8),
         };
         let span = secs(f.rec.t) + &f.to.map_or(String::new(), |to| format!("–{}", secs(to)));
-        let json = f.rec.data.get("fault").map_or_else(|| fields(f.rec, &[]), Value::to_string);
+        let json = match &f.rec.body {
+            Body::Fault(FaultRecord::Start { fault, .. }) => serde_json::to_string(fault).unwrap_or_default(),
+            _ => fields(f.rec),
+        };
         let tip = Esc(&clip(format!("{} {span}: {json}", f.kind))).to_string();
         let _ = write!(s, "<g fill=\"{colour}\" fill-opacity=\"{opacity}\"><title>{tip}</title>");
         let lanes: Vec<usize> = match f.nodes.is_empty() {
@@ -187,31 +185,32 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
     // Operations, one bar each, with their arguments and results as the tooltip.
     let bar_y = |lane: usize, track: usize| lane_y[lane] + PAD + EVENT_ROW + (track as f64 + 0.5) * TRACK;
     s.push_str("<g class=\"op\">\n");
-    for (&(inv, done), &(lane, track, x0, x1)) in ops.iter().zip(&bars) {
+    for (o, &(lane, track, x0, x1)) in ops.iter().zip(&bars) {
         let by = bar_y(lane, track);
-        let class = match done.map(|d| d.kind) {
-            Some(Kind::Ok) => "ok",
-            Some(Kind::Fail) => "fail",
-            Some(_) => "info",
-            None => "pend",
+        let (class, result) = match o.outcome {
+            Outcome::Ok(ret) => ("ok", json_fields(ret, &["op"])),
+            Outcome::Fail(e) => ("fail", e.to_string()),
+            Outcome::Info(e) => ("info", e.to_string()),
+            Outcome::Pending => ("pend", String::new()),
         };
-        let id = inv.u64("id").unwrap_or_default();
-        let op = inv.str("op").unwrap_or("?");
-        let outcome = done.map_or("never completed".to_string(), |d| {
-            let ms = d.t.saturating_sub(inv.t) as f64 / 1000.0;
-            format!("{class} at {} ({ms} ms) {}", secs(d.t), fields(d, &["id", "op"]))
-        });
-        let tip =
-            Esc(&clip(format!("#{id} {op} {} at {}: {outcome}", fields(inv, &["id", "op"]), secs(inv.t)))).to_string();
+        let outcome = match o.outcome {
+            Outcome::Pending => "never completed".to_string(),
+            _ => {
+                let ms = o.end.saturating_sub(o.start) as f64 / 1000.0;
+                format!("{class} at {} ({ms} ms) {result}", secs(o.end))
+            }
+        };
+        let (id, op, args) = (o.id, o.call.name(), json_fields(o.call, &["op"]));
+        let tip = Esc(&clip(format!("#{id} {op} {args} at {}: {outcome}", secs(o.start)))).to_string();
         let _ = writeln!(s, "<path class=\"{class}\" d=\"M{x0:.1} {by:.1}H{x1:.1}\"><title>{tip}</title></path>");
     }
     s.push_str("</g>\n");
 
     // Protocol events as markers in the top row of their node's lane.
-    for r in records.iter().filter(|r| r.kind == Kind::Event) {
+    for r in records.iter().filter(|r| matches!(r.kind(), Kind::Event | Kind::Probe)) {
         let style = event_style(r);
         let (ex, ey) = (x(r.t), lane_y[lane_of[r.node.as_str()]] + PAD + EVENT_ROW / 2.0);
-        let tip = clip(format!("{} {}: {}", r.node, secs(r.t), fields(r, &[])));
+        let tip = clip(format!("{} {}: {}", r.node, secs(r.t), fields(r)));
         let _ = write!(s, "<g class=\"e-{}\"><title>{}</title>", style.class, Esc(&tip));
         shape(&mut s, style.shape, ex, ey);
         s.push_str("</g>\n");
@@ -219,7 +218,7 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
 
     // The violation: a red line at the violating invocation and a red box around
     // its bar, on top of everything; or a red banner when there is no such operation.
-    let marked = mark.and_then(|m| m.op).and_then(|id| ops.iter().position(|(inv, _)| inv.u64("id") == Some(id)));
+    let marked = mark.and_then(|m| m.op).and_then(|id| ops.iter().position(|o| o.id == id));
     if let Some(m) = mark {
         match marked {
             Some(i) => {
@@ -293,7 +292,11 @@ fn write_legend(s: &mut String, mut y: f64, shades: &[Shade], records: &[Record]
             kinds.push(&f.kind);
         }
     }
-    let used: BTreeSet<&str> = records.iter().filter(|r| r.kind == Kind::Event).map(|r| event_style(r).class).collect();
+    let used: BTreeSet<&str> = records
+        .iter()
+        .filter(|r| matches!(r.kind(), Kind::Event | Kind::Probe))
+        .map(|r| event_style(r).class)
+        .collect();
     let mut x = 10.0;
     let mut item = |s: &mut String, label: &str, swatch: &dyn Fn(&mut String, f64, f64)| {
         let w = 22.0 + label.chars().count() as f64 * 6.2 + 12.0;
@@ -367,12 +370,19 @@ const EVENT_STYLES: &[EventStyle] = &[
     style("storage", "disk failure / corruption", Shape::Cross, "#8c564b"),
     style("replication", "re-replication", Shape::Diamond, "#c49c94"),
     style("recovered", "recovered from disk", Shape::Bar, "#999"),
+    style("probe", "coverage probe", Shape::Ring, "#2ca02c"),
     style("other", "other event", Shape::Diamond, "#ddd"),
 ];
 
 fn event_style(r: &Record) -> &'static EventStyle {
-    let name = r.str("step").or(r.str("event")).unwrap_or("");
-    let class = match name {
+    let name = match &r.body {
+        Body::Probe { .. } => "probe".to_string(),
+        body => {
+            let v = serde_json::to_value(body).unwrap_or_default();
+            v.get("step").or(v.get("event")).and_then(Value::as_str).unwrap_or("").to_string()
+        }
+    };
+    let class = match name.as_str() {
         "disk_failed" | "checksum_failed" | "refuses_corrupt_state" | "expiry_rolled_back" => "storage",
         n if n.contains("replicat") => "replication",
         n if ["owner", "leader", "elect", "lock", "lease"].iter().any(|w| n.contains(w)) => "ownership",
@@ -416,14 +426,24 @@ fn lane_order(name: &str) -> (u8, String, u64, String) {
     (group, stem.to_string(), name[stem.len()..].parse().unwrap_or(0), name.to_string())
 }
 
-/// The data fields of a record as compact JSON, without `skip`; "" when none are left.
-fn fields(r: &Record, skip: &[&str]) -> String {
-    let rest: Map<String, Value> =
-        r.data.iter().filter(|(k, _)| !skip.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
-    if rest.is_empty() {
-        String::new()
-    } else {
-        Value::Object(rest).to_string()
+/// What a record says, as compact JSON without its time, node and type.
+fn fields(r: &Record) -> String {
+    json_fields(&r.body, &["type"])
+}
+
+/// `v` as a compact JSON object without the fields `skip`; "" when none are left.
+fn json_fields(v: &impl serde::Serialize, skip: &[&str]) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::Object(m)) => {
+            let rest: Map<String, Value> = m.into_iter().filter(|(k, _)| !skip.contains(&k.as_str())).collect();
+            if rest.is_empty() {
+                String::new()
+            } else {
+                Value::Object(rest).to_string()
+            }
+        }
+        Ok(v) => v.to_string(),
+        Err(_) => String::new(),
     }
 }
 
@@ -484,25 +504,36 @@ impl fmt::Display for Esc<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use mqsim_core::env::{Event, LedgerEvent};
+    use mqsim_sim::history::{Call, Ret};
+    use mqsim_sim::net::{Effect, FilterRule};
+    use mqsim_sim::Fault;
 
-    fn rec(t: u64, node: &str, kind: Kind, data: Value) -> Record {
-        let Value::Object(data) = data else { panic!("object") };
-        Record { t, node: node.to_string(), kind, data }
+    fn rec(t: u64, node: &str, body: Body) -> Record {
+        Record { t, node: node.to_string(), body }
     }
 
     fn sample() -> Vec<Record> {
-        let isolate = json!({"kind": "isolate", "node": "bookie-1"});
+        let isolate = Fault::Isolate { node: "bookie-1".into() };
         // A message rule naming no node: it belongs on the network lane.
-        let rule = json!({"kind": "filter", "rule": {"kind": "Fence", "effect": "drop", "percent": 50}});
+        let rule = Fault::Filter {
+            rule: FilterRule {
+                from: None,
+                to: None,
+                kind: Some("Fence".into()),
+                reply: None,
+                effect: Effect::Drop { percent: 50 },
+            },
+        };
+        let start = |action, for_ms, fault| Body::Fault(FaultRecord::Start { action, for_ms, fault, hit: None });
         vec![
-            rec(1_000, "writer-0", Kind::Invoke, json!({"id": 1, "op": "add", "value": "a<b&c"})),
-            rec(5_000, "writer-0", Kind::Ok, json!({"id": 1, "op": "add", "entry": 0})),
-            rec(6_000, "writer-0", Kind::Invoke, json!({"id": 2, "op": "add", "value": "x"})),
-            rec(7_000, "bookie-1", Kind::Event, json!({"event": "ledger", "step": "fenced", "ledger": 0, "lac": 0})),
-            rec(2_000, "nemesis", Kind::Fault, json!({"phase": "start", "action": 0, "for_ms": 3, "fault": isolate})),
-            rec(3_000, "nemesis", Kind::Fault, json!({"phase": "start", "action": 1, "for_ms": 9, "fault": rule})),
-            rec(4_000, "meta-0", Kind::Event, json!({"event": "session_expired", "session": 1})),
+            rec(1_000, "writer-0", Body::Invoke { id: 1, call: Call::Add { ledger: 0, value: "a<b&c".into() } }),
+            rec(5_000, "writer-0", Body::Ok { id: 1, ret: Ret::Add { entry: 0 } }),
+            rec(6_000, "writer-0", Body::Invoke { id: 2, call: Call::Add { ledger: 0, value: "x".into() } }),
+            rec(7_000, "bookie-1", Body::Event(Event::Ledger(LedgerEvent::Fenced { ledger: 0, lac: 0 }))),
+            rec(2_000, "nemesis", start(0, 3, isolate)),
+            rec(3_000, "nemesis", start(1, 9, rule)),
+            rec(4_000, "meta-0", Body::Event(Event::SessionExpired { session: 1 })),
         ]
     }
 

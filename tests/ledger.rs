@@ -3,8 +3,9 @@
 //! range of seeds.
 
 use mqsim_core::bugs::{Bug, Bugs};
+use mqsim_core::env::{Event, LedgerEvent};
 use mqsim_scenarios::{find, RunSpec};
-use mqsim_sim::history::to_jsonl;
+use mqsim_sim::history::{to_jsonl, Body, Ret};
 
 fn run(seed: u64, bugs: Bugs) -> mqsim_scenarios::Outcome {
     run_in("ledger-fencing", seed, bugs)
@@ -30,11 +31,7 @@ fn passes_200_consecutive_seeds_with_faults_on() {
         let outcome = run(seed, Bugs::none());
         assert!(outcome.violations.is_empty(), "seed {seed}: {:?}", outcome.violations[0]);
         faults += outcome.schedule.actions.len();
-        acked += outcome
-            .history
-            .iter()
-            .filter(|r| r.str("op") == Some("add") && r.kind == mqsim_sim::history::Kind::Ok)
-            .count();
+        acked += outcome.history.iter().filter(|r| matches!(r.body, Body::Ok { ret: Ret::Add { .. }, .. })).count();
     }
     assert!(acked > 100_000 && faults > 2_000, "the run did work under faults: {acked} adds, {faults} faults");
 }
@@ -52,7 +49,11 @@ fn repair_passes_60_consecutive_seeds_and_repairs_something() {
     for seed in 1..=60 {
         let outcome = run_in("ledger-repair", seed, Bugs::none());
         assert!(outcome.violations.is_empty(), "seed {seed}: {:?}", outcome.violations[0]);
-        replicated += outcome.history.iter().filter(|r| r.str("step") == Some("fragment_replicated")).count();
+        replicated += outcome
+            .history
+            .iter()
+            .filter(|r| matches!(r.body, Body::Event(Event::Ledger(LedgerEvent::FragmentReplicated { .. }))))
+            .count();
     }
     assert!(replicated > 60, "fragments were re-replicated: {replicated}");
 }
@@ -64,7 +65,10 @@ fn repair_passes_60_consecutive_seeds_and_repairs_something() {
 fn recovery_reads_from_the_ensembles_the_writer_used() {
     let outcome = run_in("ledger-repair", 356, Bugs::none());
     assert!(outcome.violations.is_empty(), "{:?}", outcome.violations[0]);
-    assert!(outcome.history.iter().any(|r| r.str("step") == Some("recovery_closed")));
+    assert!(outcome
+        .history
+        .iter()
+        .any(|r| matches!(r.body, Body::Event(Event::Ledger(LedgerEvent::RecoveryClosed { .. })))));
 }
 
 #[test]

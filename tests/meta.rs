@@ -28,7 +28,7 @@ fn a_short_history_is_pinned() {
         .history
         .iter()
         .enumerate()
-        .filter(|(i, r)| *i < 40 || r.kind == mqsim_sim::history::Kind::Fault)
+        .filter(|(i, r)| *i < 40 || r.kind() == mqsim_sim::history::Kind::Fault)
         .map(|(_, r)| r.clone())
         .collect();
     let head = to_jsonl(&pinned);

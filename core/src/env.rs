@@ -2,6 +2,7 @@
 //! planted bugs. The simulator implements these traits; the core only uses them.
 
 use crate::bugs::{Bug, Bugs};
+use crate::probe::Probe;
 use crate::rpc::Rpc;
 use futures::future::BoxFuture;
 use rand::{Rng, SeedableRng};
@@ -89,10 +90,15 @@ pub enum LedgerEvent {
         qw: usize,
         qa: usize,
     },
+    /// `version`: the metadata version the change made, once it is durable
+    /// (a writer's compare-and-set); absent for a recovery's change, which
+    /// reaches the metadata only with its close.
     EnsembleChanged {
         ledger: u64,
         from_entry: i64,
         ensemble: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
     },
     RecoveryStarted {
         ledger: u64,
@@ -127,8 +133,11 @@ pub enum LedgerEvent {
     },
 }
 
+/// Where a node's protocol events and coverage probes go.
 pub trait EventSink: Send + Sync {
     fn event(&self, event: Event);
+    /// The node reached a rare point of the protocol (DESIGN.md §9).
+    fn probe(&self, probe: Probe);
 }
 
 /// Everything a node may touch. Cloned freely; all parts are shared.
@@ -163,6 +172,11 @@ impl Env {
     pub fn rpc(&self) -> Arc<Rpc> {
         let mut slot = self.rpc.lock().expect("rpc slot");
         slot.get_or_insert_with(|| Rpc::start(self)).clone()
+    }
+
+    /// Marks that this node reached `probe`.
+    pub fn probe(&self, probe: Probe) {
+        self.events.probe(probe);
     }
 
     pub fn bug(&self, bug: Bug) -> bool {

@@ -7,5 +7,6 @@ pub mod bugs;
 pub mod env;
 pub mod ledger;
 pub mod meta;
+pub mod probe;
 pub mod rpc;
 pub mod wal;

@@ -40,6 +40,13 @@ pub struct Config {
     pub phase_ms: Option<u64>,
 }
 
+/// Not an invariant of the system: the history holds a record its checker
+/// cannot read (a completion without an invocation, say). The run fails.
+pub const UNREADABLE: &str = "unreadable-history";
+/// Not an invariant of the system: the checker found nothing to judge (no
+/// acknowledged operation of the kind it checks). The run fails.
+pub const JUDGED_NOTHING: &str = "judged-nothing";
+
 /// An invariant that did not hold, named as in DESIGN.md or the README.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Violation {
@@ -66,6 +73,21 @@ pub struct Stats {
     pub ops: u64,
     pub sim_ms: u64,
     pub faults: BTreeMap<String, u64>,
+    /// Hits per coverage probe reached.
+    #[serde(default)]
+    pub probes: BTreeMap<String, u64>,
+}
+
+/// What a finished simulation leaves: its history and the probes it reached.
+pub struct Ran {
+    pub history: Vec<Record>,
+    pub probes: BTreeMap<String, u64>,
+}
+
+impl Ran {
+    pub fn of(world: &mqsim_sim::World) -> Ran {
+        Ran { history: world.history.records(), probes: world.history.probe_counts() }
+    }
 }
 
 pub struct Outcome {
@@ -76,14 +98,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// An outcome with its figures counted from the history.
-    pub fn new(violations: Vec<Violation>, history: Vec<Record>, schedule: Schedule, sim: Duration) -> Outcome {
+    /// An outcome with its figures counted from the run.
+    pub fn new(violations: Vec<Violation>, run: Ran, schedule: Schedule, sim: Duration) -> Outcome {
         let stats = Stats {
-            ops: history.iter().filter(|r| r.kind == mqsim_sim::history::Kind::Invoke).count() as u64,
+            ops: run.history.iter().filter(|r| r.kind() == mqsim_sim::history::Kind::Invoke).count() as u64,
             sim_ms: sim.as_millis() as u64,
             faults: schedule.kinds(),
+            probes: run.probes,
         };
-        Outcome { violations, history, schedule, stats }
+        Outcome { violations, history: run.history, schedule, stats }
     }
 }
 

@@ -13,11 +13,10 @@
 //!
 //! Every other seed passes. It is never part of `--scenario all`.
 
-use crate::{Outcome, RunSpec, Scenario, Violation};
-use mqsim_sim::history::Kind;
+use crate::{Outcome, Ran, RunSpec, Scenario, Violation};
+use mqsim_sim::history::{Body, Call, Ret};
 use mqsim_sim::nemesis::Profile;
 use mqsim_sim::{world, FaultKind};
-use serde_json::json;
 use std::time::Duration;
 
 const NODES: [&str; 2] = ["ticker-0", "ticker-1"];
@@ -61,14 +60,14 @@ impl Scenario for SelfTest {
         let schedule = spec.schedule.clone().unwrap_or_default();
         let misbehaviour = spec.seed % 10;
         let (run_schedule, max_ticks) = (schedule.clone(), spec.config.ops_per_client.unwrap_or(u64::MAX));
-        let history = world::run(spec.seed, spec.bugs, |w| async move {
+        let ran = world::run(spec.seed, spec.bugs, |w| async move {
             for name in NODES {
                 let world = w.clone();
                 w.add_node(name, move |env| {
                     let world = world.clone();
                     async move {
                         for _ in 0..max_ticks {
-                            let op = world.history.invoke(&env.name, "tick", json!({}));
+                            let op = world.history.invoke(&env.name, Call::Tick);
                             env.sleep(Duration::from_millis(100)).await;
                             if env.name == NODES[1] && world.elapsed() > Duration::from_secs(5) {
                                 match misbehaviour {
@@ -78,7 +77,7 @@ impl Scenario for SelfTest {
                                     _ => {}
                                 }
                             }
-                            world.history.complete(&env.name, op, "tick", Kind::Ok, json!({}));
+                            world.history.ok(&env.name, op, Ret::Tick);
                         }
                     }
                 });
@@ -88,20 +87,24 @@ impl Scenario for SelfTest {
                 futures::future::pending::<()>().await;
             }
             w.sleep_until(END).await;
-            w.history.records()
+            Ran::of(&w)
         });
         if misbehaviour == 4 {
             panic!("selftest: planted panic in the harness");
         }
         let mut violations = Vec::new();
         if misbehaviour == 8 {
-            let last_tick = history.iter().filter(|r| r.kind == Kind::Ok).filter_map(|r| r.u64("id")).max();
+            let last_tick = ran.history.iter().filter_map(|r| match r.body {
+                Body::Ok { id, .. } => Some(id),
+                _ => None,
+            });
+            let last_tick = last_tick.max();
             let detail = "planted: the last tick is reported lost".to_string();
             violations.push(match last_tick {
                 Some(op) => Violation::at("S1", op, detail),
                 None => Violation::new("S1", detail),
             });
         }
-        Outcome::new(violations, history, schedule, END)
+        Outcome::new(violations, ran, schedule, END)
     }
 }

@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use mqsim_core::env::{Disk, DiskError};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -23,7 +23,7 @@ pub struct DiskFaults {
 }
 
 /// What a crash did to one file, for the history.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrashLoss {
     pub file: String,
     pub unsynced: u64,

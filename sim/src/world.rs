@@ -5,7 +5,7 @@
 
 use crate::clock::SimClock;
 use crate::disk::{DiskFaults, SimDisk};
-use crate::history::{History, NodeEvents};
+use crate::history::{FaultRecord, History, Hit, NodeEvents};
 use crate::nemesis::{Fault, FaultAction, Schedule};
 use crate::net::{Block, Network, SimTransport};
 use crate::rng_for;
@@ -16,7 +16,6 @@ use mqsim_core::bugs::Bugs;
 use mqsim_core::env::Env;
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -188,7 +187,7 @@ impl World {
             // madsim drops the node's tasks and paused work; the disk loses what was never synced.
             self.handle.kill(id);
             let lost = disk.crash();
-            self.history.fault("crash", json!({ "target": name, "lost": lost }));
+            self.history.fault(FaultRecord::Crash { target: name.to_string(), lost, during_fsync_of: None });
             return;
         }
         if was == Status::Down {
@@ -227,24 +226,24 @@ impl World {
     }
 
     fn start_fault(&self, i: usize, action: &FaultAction) {
-        let mut record = json!({ "action": i, "for_ms": action.for_ms, "fault": &action.fault });
+        let mut hit = None;
         match &action.fault {
             Fault::DiskCorrupt { node } => {
-                let hit = self.disk(node).corrupt_at_rest(&mut self.rng.lock().expect("world rng"));
-                record["hit"] = json!(hit.map(|(file, offset)| json!({ "file": file, "offset": offset })));
+                let at = self.disk(node).corrupt_at_rest(&mut self.rng.lock().expect("world rng"));
+                hit = at.map(|(file, offset)| Hit { file, offset });
             }
             Fault::ClockJump { node, ms } => self.clock(node).jump(*ms),
             fault => {
                 self.active.lock().expect("faults").insert(i, fault.clone());
             }
         }
-        self.history.fault("start", record);
+        self.history.fault(FaultRecord::Start { action: i, for_ms: action.for_ms, fault: action.fault.clone(), hit });
         self.refresh();
     }
 
     fn end_fault(&self, i: usize, action: &FaultAction) {
         self.active.lock().expect("faults").remove(&i);
-        self.history.fault("end", json!({ "action": i, "fault": &action.fault }));
+        self.history.fault(FaultRecord::End { action: i, fault: action.fault.clone() });
         self.refresh();
     }
 

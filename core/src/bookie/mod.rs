@@ -236,21 +236,23 @@ async fn reply_all(rpc: &Rpc, batch: &[Incoming], answers: &[Response]) {
 /// The journal's file on a bookie's disk.
 pub const JOURNAL_FILE: &str = "journal.0";
 
-/// What a bookie's journal bytes hold: intact entries and fenced ledgers.
-/// Unreadable journals hold nothing.
-pub fn stored(journal: &[u8]) -> (BTreeMap<(LedgerId, EntryId), Entry>, BTreeSet<LedgerId>) {
+/// What a bookie's journal bytes hold: intact entries and fenced ledgers;
+/// an error when the journal cannot be read.
+pub type Stored = (BTreeMap<(LedgerId, EntryId), Entry>, BTreeSet<LedgerId>);
+
+pub fn stored(journal: &[u8]) -> Result<Stored, WalError> {
     let (mut entries, mut fenced) = (BTreeMap::new(), BTreeSet::new());
-    let Ok(found) = crate::wal::parse(&[journal.to_vec()]) else { return (entries, fenced) };
-    for bytes in &found.records {
+    let found = crate::wal::parse(&[journal.to_vec()])?;
+    for (seq, bytes) in found.records.iter().enumerate() {
         match postcard::from_bytes::<Record>(bytes) {
             Ok(Record::Add(e)) if e.intact() => {
                 entries.insert((e.ledger, e.entry), e);
             }
+            Ok(Record::Add(_)) | Err(_) => return Err(WalError::Corrupt { seq: seq as u64 }),
             Ok(Record::Fence(ledger)) => {
                 fenced.insert(ledger);
             }
-            _ => {}
         }
     }
-    (entries, fenced)
+    Ok((entries, fenced))
 }

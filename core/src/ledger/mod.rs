@@ -4,7 +4,7 @@
 mod recovery;
 mod writer;
 
-pub use recovery::recover;
+pub use recovery::{fence, recover, Fenced};
 pub use writer::LedgerWriter;
 
 use crate::bookie::{self, BookieError, Entry, EntryId, LedgerId};
@@ -37,7 +37,25 @@ pub struct LedgerMeta {
     pub last_entry: EntryId,
     pub qw: usize,
     pub qa: usize,
+    #[serde(with = "fragment_list")]
     pub ensembles: BTreeMap<EntryId, Vec<String>>,
+}
+
+/// Fragments as a list of (first entry, ensemble) pairs. Postcard encodes a map
+/// and such a list alike; JSON could not key a map by number once serde buffers
+/// a record (tagged or flattened), as the history does.
+mod fragment_list {
+    use super::EntryId;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<EntryId, Vec<String>>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<EntryId, Vec<String>>, D::Error> {
+        Ok(Vec::<(EntryId, Vec<String>)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 impl LedgerMeta {
@@ -73,6 +91,9 @@ pub enum LedgerError {
     Fenced,
     #[error("ledger closed")]
     Closed,
+    /// Recovery found the ledger closed already, at this last entry.
+    #[error("ledger already closed at entry {0}")]
+    AlreadyClosed(EntryId),
     #[error("not enough bookies")]
     NotEnoughBookies,
     #[error("metadata service unavailable")]

@@ -14,7 +14,10 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-type Done = oneshot::Sender<Result<EntryId, LedgerError>>;
+/// Told the outcome of an add or a close, from within the writer, in the
+/// order the writer decides (BookKeeper's add callbacks); dropped unsaid only
+/// when the writer itself is gone.
+type Done = Box<dyn FnOnce(Result<EntryId, LedgerError>) + Send>;
 
 enum Cmd {
     Add(Vec<u8>, Done),
@@ -48,14 +51,29 @@ impl LedgerWriter {
     /// Queues an add; the returned future resolves when it is acknowledged.
     pub fn add(&self, payload: Vec<u8>) -> impl std::future::Future<Output = Result<EntryId, LedgerError>> {
         let (tx, rx) = oneshot::channel();
-        let _ = self.cmds.unbounded_send(Cmd::Add(payload, tx));
+        self.add_then(payload, move |result| {
+            let _ = tx.send(result);
+        });
         async move { rx.await.unwrap_or(Err(LedgerError::Closed)) }
+    }
+
+    /// Queues an add; `done` is called with its outcome as the writer decides
+    /// it, so outcomes are seen in exactly the writer's order.
+    pub fn add_then(&self, payload: Vec<u8>, done: impl FnOnce(Result<EntryId, LedgerError>) + Send + 'static) {
+        if let Err(e) = self.cmds.unbounded_send(Cmd::Add(payload, Box::new(done))) {
+            if let Cmd::Add(_, done) = e.into_inner() {
+                done(Err(LedgerError::Closed));
+            }
+        }
     }
 
     /// Waits for pending adds, then closes the ledger at its LAC.
     pub async fn close(&self) -> Result<EntryId, LedgerError> {
         let (tx, rx) = oneshot::channel();
-        let _ = self.cmds.unbounded_send(Cmd::Close(tx));
+        let done: Done = Box::new(move |result| {
+            let _ = tx.send(result);
+        });
+        let _ = self.cmds.unbounded_send(Cmd::Close(done));
         rx.await.unwrap_or(Err(LedgerError::Closed))
     }
 }
@@ -88,7 +106,7 @@ impl Actor {
         loop {
             if self.pending.is_empty() {
                 if let Some(done) = self.closing.take() {
-                    let _ = done.send(self.close().await);
+                    done(self.close().await);
                     return;
                 }
             }
@@ -109,7 +127,7 @@ impl Actor {
 
     fn add(&mut self, payload: Vec<u8>, done: Done, inflight: &mut FuturesUnordered<BoxFuture<'static, Answer>>) {
         if let Some(err) = self.failed.clone().or(self.closing.as_ref().map(|_| LedgerError::Closed)) {
-            let _ = done.send(Err(err));
+            done(Err(err));
             return;
         }
         let id = self.next;
@@ -168,14 +186,14 @@ impl Actor {
             }
             let p = entry.remove();
             self.lac = p.entry.entry;
-            let _ = p.done.send(Ok(p.entry.entry));
+            (p.done)(Ok(p.entry.entry));
         }
     }
 
     fn fail(&mut self, err: LedgerError) {
         self.failed = Some(err.clone());
         for (_, p) in std::mem::take(&mut self.pending) {
-            let _ = p.done.send(Err(err.clone()));
+            (p.done)(Err(err.clone()));
         }
     }
 
@@ -202,8 +220,12 @@ impl Actor {
             match self.c.write_meta(self.ledger, &next, self.version).await {
                 Ok(Some(version)) => {
                     (self.meta, self.version) = (next, version);
-                    let event =
-                        LedgerEvent::EnsembleChanged { ledger: self.ledger, from_entry: self.lac + 1, ensemble };
+                    let event = LedgerEvent::EnsembleChanged {
+                        ledger: self.ledger,
+                        from_entry: self.lac + 1,
+                        ensemble,
+                        version: Some(version),
+                    };
                     self.c.event(event);
                     break;
                 }

@@ -15,7 +15,7 @@
 mod checker;
 mod workload;
 
-use crate::{Config, Outcome, RunSpec, Scenario};
+use crate::{Config, Outcome, Ran, RunSpec, Scenario};
 use mqsim_core::{auditor, bookie, meta};
 use mqsim_sim::nemesis::Profile;
 use mqsim_sim::net::{Effect, FilterRule};
@@ -35,6 +35,8 @@ const FAULT_PHASE: Duration = Duration::from_secs(40);
 /// 10 s later, the recoverer closes what is left for 20 s more, the checker
 /// reads at +32 s and the run ends at +40 s.
 struct Timeline {
+    /// When the faults stop.
+    calm: Duration,
     writer_stop: Duration,
     recover_until: Duration,
     final_read: Duration,
@@ -44,8 +46,12 @@ struct Timeline {
 impl Timeline {
     fn after(phase: Duration) -> Timeline {
         let at = |secs| phase + Duration::from_secs(secs);
-        Timeline { writer_stop: at(10), recover_until: at(30), final_read: at(32), end: at(40) }
+        Timeline { calm: phase, writer_stop: at(10), recover_until: at(30), final_read: at(32), end: at(40) }
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros() as u64
 }
 
 /// The knobs both ledger scenarios have: the fault phase and the writer's operation budget.
@@ -183,7 +189,7 @@ impl Scenario for LedgerFencing {
         let schedule = spec.schedule.clone().unwrap_or_default();
         let t = Timeline::after(spec.phase(FAULT_PHASE));
         let (run_schedule, run_plan, max_ops) = (schedule.clone(), plan.clone(), spec.config.ops_per_client);
-        let (history, bookies) = world::run(spec.seed, spec.bugs, |w| async move {
+        let (ran, bookies) = world::run(spec.seed, spec.bugs, |w| async move {
             w.add_node(SERVER, meta::serve);
             for b in run_plan.bookie_names() {
                 w.add_node(&b, |env| bookie::serve(env, SERVER.to_string()));
@@ -201,11 +207,11 @@ impl Scenario for LedgerFencing {
             let world = w.clone();
             w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone()));
             w.sleep_until(t.end).await;
-            (w.history.records(), durable_journals(&w, run_plan.bookie_names()))
+            (Ran::of(&w), durable_journals(&w, run_plan.bookie_names()))
         });
-        let fin = Final::from_journals(&bookies, None, false);
-        let violations = check(&history, &fin);
-        Outcome::new(violations, history, schedule, t.end)
+        let fin = Final::from_journals(&bookies, None, false, micros(t.calm), micros(t.end));
+        let violations = check(&ran.history, &fin);
+        Outcome::new(violations, ran, schedule, t.end)
     }
 }
 
@@ -259,7 +265,7 @@ impl Scenario for LedgerRepair {
         let phase = spec.phase(FAULT_PHASE);
         let (writers_stop, recover_until) = (phase + REPAIR_WRITERS_STOP_AFTER, phase + REPAIR_RECOVER_AFTER);
         let (run_schedule, run_plan, max_ops) = (schedule.clone(), plan.clone(), spec.config.ops_per_client);
-        let (history, journals) = world::run(spec.seed, spec.bugs, |w| async move {
+        let (ran, journals) = world::run(spec.seed, spec.bugs, |w| async move {
             w.add_node(SERVER, meta::serve);
             for b in run_plan.bookie_names() {
                 w.add_node(&b, bookie_with_autorecovery);
@@ -291,12 +297,12 @@ impl Scenario for LedgerRepair {
             w.sleep_until(REPAIR_END).await;
             let mut names = run_plan.bookie_names();
             names.extend(JOINING.iter().map(|(b, _)| b.to_string()));
-            (w.history.records(), durable_journals(&w, names))
+            (Ran::of(&w), durable_journals(&w, names))
         });
-        let registered = checker::registered_at_end(&history);
-        let fin = Final::from_journals(&journals, Some(registered), true);
-        let violations = check(&history, &fin);
-        Outcome::new(violations, history, schedule, REPAIR_END)
+        let registered = checker::registered_at_end(&ran.history);
+        let fin = Final::from_journals(&journals, Some(registered), true, micros(phase), micros(REPAIR_END));
+        let violations = check(&ran.history, &fin);
+        Outcome::new(violations, ran, schedule, REPAIR_END)
     }
 }
 

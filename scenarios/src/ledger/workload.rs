@@ -1,23 +1,39 @@
 //! What the writer, the recoverer and the checker node of the ledger scenarios do.
 
 use super::{Plan, SERVER};
+use futures::channel::mpsc;
+use futures::stream::StreamExt;
+use mqsim_core::bookie::{self, BookieError, Entry, EntryId, LedgerId};
 use mqsim_core::env::Env;
-use mqsim_core::ledger::{self, LedgerClient, LedgerError, State};
-use mqsim_sim::history::{Kind, OpId};
+use mqsim_core::ledger::{self, LedgerClient, LedgerError, LedgerMeta, State};
+use mqsim_sim::history::{Call, OpId, Ret};
 use mqsim_sim::World;
 use rand::Rng;
-use serde_json::{json, Value};
-use std::collections::VecDeque;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn error(e: &LedgerError) -> Value {
-    json!({ "error": format!("{e:?}") })
+/// Requests the checker node keeps in flight at once.
+const PARALLEL_READS: usize = 32;
+/// The entry id of the adds that probe whether a bookie still holds a fence:
+/// far beyond any entry a writer reaches, so it never meets a real one.
+const PROBE_ENTRY: EntryId = 1 << 40;
+
+/// Records the end of `op`: ok with `ret`, a definite failure, or unknown.
+fn complete<T>(env: &Env, world: &World, op: OpId, result: Result<T, LedgerError>, ret: impl FnOnce(T) -> Ret) {
+    match result {
+        Ok(v) => world.history.ok(&env.name, op, ret(v)),
+        // Nothing happened: the ledger does not exist or was closed already.
+        Err(e @ (LedgerError::NoSuchLedger | LedgerError::AlreadyClosed(_))) => world.history.fail(&env.name, op, e),
+        Err(e) => world.history.info(&env.name, op, e),
+    }
 }
 
 /// Creates ledgers and adds to them, `plan.window` adds in flight, rolling
 /// over to a new ledger after a while or when fenced, until `stop` or until
-/// `max_adds` adds were sent.
+/// `max_adds` adds were sent. Each add is recorded by the writer's callback
+/// the moment the writer decides it, so the history holds the writer's own
+/// order of acknowledgements, whatever order the workload looks at them in.
 pub async fn writer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, max_adds: Option<u64>) {
     let c = LedgerClient::new(&env, SERVER);
     let (e, qw, qa) = plan.shape;
@@ -25,70 +41,80 @@ pub async fn writer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, max
     let incarnation = env.rng(|r| r.gen::<u32>());
     let budget_left = |counter: u64| max_adds.is_none_or(|max| counter < max);
     while world.elapsed() < stop && budget_left(counter) {
-        let op = world.history.invoke(&env.name, "create", json!({ "e": e, "qw": qw, "qa": qa }));
-        let writer = match c.create(e, qw, qa).await {
-            Ok(w) => {
-                world.history.complete(&env.name, op, "create", Kind::Ok, json!({ "ledger": w.ledger }));
-                w
-            }
-            Err(err) => {
-                world.history.complete(&env.name, op, "create", Kind::Info, error(&err));
-                env.sleep(Duration::from_millis(300)).await;
-                continue;
-            }
+        let op = world.history.invoke(&env.name, Call::CreateLedger { e, qw, qa });
+        let created = c.create(e, qw, qa).await;
+        let ledger = created.as_ref().map(|w| w.ledger).map_err(Clone::clone);
+        complete(&env, &world, op, ledger, |ledger| Ret::CreateLedger { ledger });
+        let Ok(writer) = created else {
+            env.sleep(Duration::from_millis(300)).await;
+            continue;
         };
         let ledger = writer.ledger;
         let target = env.rng(|r| r.gen_range(20..150));
-        let (mut sent, mut failed) = (0, false);
-        let mut inflight: VecDeque<(OpId, _)> = VecDeque::new();
+        let (mut sent, mut inflight, mut failed) = (0, 0, false);
+        let (done_tx, mut done_rx) = mpsc::unbounded::<bool>();
         loop {
-            while !failed
-                && inflight.len() < plan.window
-                && sent < target
-                && world.elapsed() < stop
-                && budget_left(counter)
-            {
+            while !failed && inflight < plan.window && sent < target && world.elapsed() < stop && budget_left(counter) {
                 counter += 1;
                 sent += 1;
+                inflight += 1;
                 let value = format!("{}.{incarnation:08x}.{counter}", env.name);
-                let op = world.history.invoke(&env.name, "add", json!({ "ledger": ledger, "value": value }));
-                inflight.push_back((op, Box::pin(writer.add(value.into_bytes()))));
+                let op = world.history.invoke(&env.name, Call::Add { ledger, value: value.clone() });
+                let (world, node, done) = (world.clone(), env.name.clone(), done_tx.clone());
+                writer.add_then(value.into_bytes(), move |result| {
+                    match &result {
+                        Ok(entry) => world.history.ok(&node, op, Ret::Add { entry: *entry }),
+                        // Even a failed add may have reached Qa bookies and be recovered.
+                        Err(err) => world.history.info(&node, op, err),
+                    }
+                    let _ = done.unbounded_send(result.is_ok());
+                });
             }
-            let Some((op, add)) = inflight.pop_front() else { break };
-            match add.await {
-                Ok(entry) => {
-                    world.history.complete(&env.name, op, "add", Kind::Ok, json!({ "ledger": ledger, "entry": entry }))
-                }
-                // Even a failed add may have reached Qa bookies and be recovered.
-                Err(err) => {
-                    failed = true;
-                    world.history.complete(&env.name, op, "add", Kind::Info, error(&err));
-                }
+            if inflight == 0 {
+                break;
             }
+            let Some(ok) = done_rx.next().await else { break };
+            inflight -= 1;
+            failed |= !ok;
             env.sleep(env.random_duration(Duration::from_millis(2), Duration::from_millis(20))).await;
         }
         if !failed {
-            let op = world.history.invoke(&env.name, "close", json!({ "ledger": ledger }));
-            match writer.close().await {
-                Ok(last) => world.history.complete(&env.name, op, "close", Kind::Ok, json!({ "last_entry": last })),
-                Err(err) => world.history.complete(&env.name, op, "close", Kind::Info, error(&err)),
-            }
+            let op = world.history.invoke(&env.name, Call::Close { ledger });
+            let closed = writer.close().await;
+            complete(&env, &world, op, closed, |last_entry| Ret::Close { last_entry });
         }
     }
 }
 
-async fn recover(env: &Env, world: &World, c: &LedgerClient, ledger: u64) -> bool {
-    let op = world.history.invoke(&env.name, "recover", json!({ "ledger": ledger }));
-    match ledger::recover(c, ledger).await {
-        Ok(last) => {
-            world.history.complete(&env.name, op, "recover", Kind::Ok, json!({ "last_entry": last }));
-            true
+/// Reads a ledger's metadata, recorded.
+async fn read_meta(env: &Env, world: &World, c: &LedgerClient, ledger: LedgerId) -> Option<LedgerMeta> {
+    let op = world.history.invoke(&env.name, Call::ReadMeta { ledger });
+    let result = c.read_meta(ledger).await;
+    let meta = result.as_ref().ok().map(|(m, _)| m.clone());
+    complete(env, world, op, result, |(meta, version)| Ret::ReadMeta { version, meta });
+    meta
+}
+
+/// Opens `ledger` with recovery, recorded as two operations: the fence, then
+/// the rest of the recovery. True once it is closed.
+async fn recover(env: &Env, world: &World, c: &LedgerClient, ledger: LedgerId) -> bool {
+    let op = world.history.invoke(&env.name, Call::Fence { ledger });
+    let fenced = ledger::fence(c, ledger).await;
+    let already_closed = matches!(fenced, Err(LedgerError::AlreadyClosed(_)));
+    let (fenced, result) = match fenced {
+        Ok(f) => {
+            let seen = (f.lac, f.bookies.clone());
+            (Some(f), Ok(seen))
         }
-        Err(err) => {
-            world.history.complete(&env.name, op, "recover", Kind::Info, error(&err));
-            false
-        }
-    }
+        Err(e) => (None, Err(e)),
+    };
+    complete(env, world, op, result, |(lac, bookies)| Ret::Fence { lac, bookies });
+    let Some(fenced) = fenced else { return already_closed };
+    let op = world.history.invoke(&env.name, Call::Recover { ledger });
+    let result = fenced.recover(c).await;
+    let closed = result.is_ok();
+    complete(env, world, op, result, |last_entry| Ret::Recover { last_entry });
+    closed
 }
 
 /// Recovers the writer's newest ledger every few seconds until `calm`; then
@@ -99,7 +125,7 @@ pub async fn recoverer(env: Env, world: Arc<World>, calm: Duration, until: Durat
         env.sleep(env.random_duration(Duration::from_secs(3), Duration::from_secs(10))).await;
         let Ok(ledgers) = c.ledgers().await else { continue };
         if let Some(&newest) = ledgers.iter().max() {
-            if matches!(c.read_meta(newest).await, Ok((m, _)) if m.state != State::Closed) {
+            if read_meta(&env, &world, &c, newest).await.is_some_and(|m| m.state != State::Closed) {
                 recover(&env, &world, &c, newest).await;
             }
         }
@@ -109,7 +135,7 @@ pub async fn recoverer(env: Env, world: Arc<World>, calm: Duration, until: Durat
     while world.elapsed() < until {
         let mut open = 0;
         for ledger in c.ledgers().await.unwrap_or_default() {
-            if !matches!(c.read_meta(ledger).await, Ok((m, _)) if m.state == State::Closed) {
+            if !read_meta(&env, &world, &c, ledger).await.is_some_and(|m| m.state == State::Closed) {
                 open += 1;
                 recover(&env, &world, &c, ledger).await;
             }
@@ -121,48 +147,92 @@ pub async fn recoverer(env: Env, world: Arc<World>, calm: Duration, until: Durat
     }
 }
 
-/// The checker node: lists the registered bookies and reads every ledger's
-/// metadata through the protocol.
-pub async fn final_reads(env: Env, world: Arc<World>) {
-    let c = LedgerClient::new(&env, SERVER);
-    let op = world.history.invoke(&env.name, "list_bookies", json!({}));
-    match c.registered_bookies().await {
-        Ok(b) => world.history.complete(&env.name, op, "list_bookies", Kind::Ok, json!({ "bookies": b })),
-        Err(err) => world.history.complete(&env.name, op, "list_bookies", Kind::Fail, error(&err)),
-    }
-    let mut ledgers = None;
-    for _ in 0..5 {
-        if let Ok(l) = c.ledgers().await {
-            ledgers = Some(l);
+/// Retries `f` a few times while it fails, as a patient reader would.
+async fn patiently<T, F, Fut>(env: &Env, mut f: F) -> Result<T, LedgerError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, LedgerError>>,
+{
+    let mut result = f().await;
+    for _ in 0..4 {
+        if result.is_ok() {
             break;
         }
         env.sleep(Duration::from_millis(500)).await;
+        result = f().await;
     }
-    let op = world.history.invoke(&env.name, "list_ledgers", json!({}));
-    let Some(ledgers) = ledgers else {
-        world.history.complete(&env.name, op, "list_ledgers", Kind::Fail, json!({ "error": "unavailable" }));
-        return;
+    result
+}
+
+/// The checker node: lists the registered bookies and the ledgers, reads
+/// every ledger's metadata and every entry of every closed ledger through the
+/// protocol, and sends every bookie that acknowledged a fence a normal add to
+/// that ledger, which it must refuse.
+pub async fn final_reads(env: Env, world: Arc<World>) {
+    let c = LedgerClient::new(&env, SERVER);
+    let op = world.history.invoke(&env.name, Call::ListBookies);
+    let bookies = patiently(&env, || c.registered_bookies()).await;
+    complete(&env, &world, op, bookies, |bookies| Ret::ListBookies { bookies });
+    let op = world.history.invoke(&env.name, Call::ListLedgers);
+    let ledgers = patiently(&env, || c.ledgers()).await;
+    complete(&env, &world, op, ledgers.clone(), |ledgers| Ret::ListLedgers { ledgers });
+    let mut closed = Vec::new();
+    for ledger in ledgers.unwrap_or_default() {
+        let op = world.history.invoke(&env.name, Call::ReadMeta { ledger });
+        let meta = patiently(&env, || c.read_meta(ledger)).await;
+        if let Some((m, _)) = meta.as_ref().ok().filter(|(m, _)| m.state == State::Closed) {
+            closed.push((ledger, m.clone()));
+        }
+        complete(&env, &world, op, meta, |(meta, version)| Ret::ReadMeta { version, meta });
+    }
+    let reads = closed.iter().flat_map(|(ledger, meta)| (0..=meta.last_entry).map(move |e| (*ledger, meta, e)));
+    let reads = reads.map(|(ledger, meta, entry)| {
+        let (env, world, c) = (&env, &world, &c);
+        async move {
+            let op = world.history.invoke(&env.name, Call::ReadEntry { ledger, entry });
+            let read = patiently(env, || c.read_entry(meta, ledger, entry)).await;
+            let value = read.map(|e| String::from_utf8_lossy(&e.payload).into_owned());
+            complete(env, world, op, value, |value| Ret::ReadEntry { value });
+        }
+    });
+    futures::stream::iter(reads).buffer_unordered(PARALLEL_READS).collect::<Vec<()>>().await;
+    let probes: BTreeSet<(LedgerId, String)> = fence_acks(&world);
+    let probes = probes.into_iter().map(|(ledger, bookie)| {
+        let (env, world, c) = (&env, &world, &c);
+        async move { probe_fence(env, world, c, ledger, bookie).await }
+    });
+    futures::stream::iter(probes).buffer_unordered(PARALLEL_READS).collect::<Vec<()>>().await;
+}
+
+/// Every (ledger, bookie) whose fence some recovery saw acknowledged.
+fn fence_acks(world: &World) -> BTreeSet<(LedgerId, String)> {
+    use mqsim_sim::history::Body;
+    let records = world.history.records();
+    let fences: std::collections::BTreeMap<u64, LedgerId> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            Body::Invoke { id, call: Call::Fence { ledger } } => Some((*id, *ledger)),
+            _ => None,
+        })
+        .collect();
+    records
+        .iter()
+        .filter_map(|r| match &r.body {
+            Body::Ok { id, ret: Ret::Fence { bookies, .. } } => Some((fences.get(id)?, bookies)),
+            _ => None,
+        })
+        .flat_map(|(ledger, bookies)| bookies.iter().map(|b| (*ledger, b.clone())))
+        .collect()
+}
+
+/// A normal add of a junk entry straight to `bookie`: refused as fenced, or not.
+async fn probe_fence(env: &Env, world: &World, c: &LedgerClient, ledger: LedgerId, bookie: String) {
+    let op = world.history.invoke(&env.name, Call::ProbeFence { ledger, bookie: bookie.clone() });
+    let entry = Entry::new(ledger, PROBE_ENTRY, -1, b"fence probe".to_vec());
+    let result = match c.call(&bookie, bookie::Request::Add { entry, recovery: false }).await {
+        Ok(bookie::Response::Added) => Ok(false),
+        Err(BookieError::Fenced) => Ok(true),
+        _ => Err(LedgerError::Unreadable),
     };
-    world.history.complete(&env.name, op, "list_ledgers", Kind::Ok, json!({ "ledgers": ledgers }));
-    for ledger in ledgers {
-        let op = world.history.invoke(&env.name, "read_meta", json!({ "ledger": ledger }));
-        let mut result = Err(LedgerError::Meta);
-        for _ in 0..5 {
-            result = c.read_meta(ledger).await;
-            if result.is_ok() {
-                break;
-            }
-            env.sleep(Duration::from_millis(500)).await;
-        }
-        match result {
-            Ok((m, _)) => {
-                let meta = json!({
-                    "ledger": ledger, "state": format!("{:?}", m.state), "last_entry": m.last_entry,
-                    "qw": m.qw, "qa": m.qa, "ensembles": m.ensembles,
-                });
-                world.history.complete(&env.name, op, "read_meta", Kind::Ok, meta)
-            }
-            Err(err) => world.history.complete(&env.name, op, "read_meta", Kind::Fail, error(&err)),
-        }
-    }
+    complete(env, world, op, result, |refused| Ret::ProbeFence { refused });
 }

@@ -11,7 +11,7 @@
 mod checker;
 mod workload;
 
-use crate::{Config, Outcome, RunSpec, Scenario};
+use crate::{Config, Outcome, Ran, RunSpec, Scenario};
 use mqsim_core::meta;
 use mqsim_sim::nemesis::Profile;
 use mqsim_sim::{world, FaultKind};
@@ -113,7 +113,7 @@ impl Scenario for Meta {
         let schedule = spec.schedule.clone().unwrap_or_default();
         let timeline = Timeline::after(spec.phase(FAULT_PHASE));
         let (run_schedule, max_ops) = (schedule.clone(), spec.config.ops_per_client);
-        let history = world::run(spec.seed, spec.bugs, |w| async move {
+        let ran = world::run(spec.seed, spec.bugs, |w| async move {
             w.add_node(SERVER, meta::serve);
             for name in plan.client_names() {
                 let world = w.clone();
@@ -128,9 +128,9 @@ impl Scenario for Meta {
             let world = w.clone();
             w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone()));
             w.sleep_until(timeline.end).await;
-            w.history.records()
+            Ran::of(&w)
         });
-        let violations = check(&history, &schedule);
-        Outcome::new(violations, history, schedule, timeline.end)
+        let violations = check(&ran.history, &schedule);
+        Outcome::new(violations, ran, schedule, timeline.end)
     }
 }

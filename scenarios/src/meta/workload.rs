@@ -4,10 +4,9 @@ use super::{Timeline, SERVER, SESSION_TIMEOUT};
 use futures::StreamExt;
 use mqsim_core::env::Env;
 use mqsim_core::meta::{MetaClient, MetaError, Reply, Request, SessionId};
-use mqsim_sim::history::Kind;
+use mqsim_sim::history::{Body, Call, Ret};
 use mqsim_sim::World;
 use rand::Rng;
-use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,21 +14,22 @@ use std::time::Duration;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 const KEYS: usize = 5;
+/// The prefix of sequential keys; the service appends a 10-digit counter.
+pub const SEQUENTIAL: &str = "/q/item-";
 
 /// Sends `req`, recording it as invoke then ok / fail / info.
-async fn record(env: &Env, world: &World, meta: &MetaClient, op: &str, req: Request) -> Result<Reply, MetaError> {
-    let id = world.history.invoke(&env.name, op, args(&req));
-    let result = meta.request(req).await;
-    let (kind, data) = match &result {
-        Ok((reply, zxid)) => {
-            let mut data = reply_json(reply);
-            data["zxid"] = json!(zxid);
-            (Kind::Ok, data)
-        }
-        Err(MetaError::Timeout) => (Kind::Info, json!({ "error": "timeout" })),
-        Err(e) => (Kind::Fail, json!({ "error": format!("{e:?}") })),
-    };
-    world.history.complete(&env.name, id, op, kind, data);
+async fn record(env: &Env, world: &World, meta: &MetaClient, req: Request) -> Result<Reply, MetaError> {
+    let id = world.history.invoke(&env.name, call(&req));
+    let result = meta.request(req.clone()).await;
+    match &result {
+        Ok((reply, zxid)) => match ret(&req, reply, *zxid) {
+            Some(ret) => world.history.ok(&env.name, id, ret),
+            // An answer of the wrong kind is not one the client can use.
+            None => world.history.info(&env.name, id, format!("unexpected answer {reply:?}")),
+        },
+        Err(MetaError::Timeout) => world.history.info(&env.name, id, MetaError::Timeout),
+        Err(e) => world.history.fail(&env.name, id, e),
+    }
     result.map(|(reply, _)| reply)
 }
 
@@ -37,29 +37,37 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn args(req: &Request) -> Value {
-    match req {
-        Request::OpenSession { timeout_ms } => json!({ "timeout_ms": timeout_ms }),
-        Request::Heartbeat { session } | Request::CloseSession { session } => json!({ "session": session }),
+fn call(req: &Request) -> Call {
+    match req.clone() {
+        Request::OpenSession { timeout_ms } => Call::OpenSession { timeout_ms },
+        Request::Heartbeat { session } => Call::Heartbeat { session },
+        Request::CloseSession { session } => Call::CloseSession { session },
         Request::Create { path, value, ephemeral, sequential } => {
-            json!({ "key": path, "value": text(value), "session": ephemeral, "sequential": sequential })
+            Call::Create { key: path, value: text(&value), session: ephemeral, sequential }
         }
-        Request::Get { path } | Request::Children { path } => json!({ "key": path }),
-        Request::Set { path, value, version } => json!({ "key": path, "value": text(value), "version": version }),
-        Request::Delete { path, version } => json!({ "key": path, "version": version }),
+        Request::Get { path } => Call::Get { key: path },
+        Request::Children { path } => Call::Children { key: path },
+        Request::Set { path, value, version } => Call::Set { key: path, value: text(&value), version },
+        Request::Delete { path, version } => Call::Delete { key: path, version },
     }
 }
 
-fn reply_json(reply: &Reply) -> Value {
-    match reply {
-        Reply::Session(id) => json!({ "session": id }),
-        Reply::Done => json!({}),
-        Reply::Created { path, stat } => json!({ "path": path, "stat": stat }),
-        Reply::Value(Some((v, stat))) => json!({ "found": true, "value": text(v), "stat": stat }),
-        Reply::Value(None) => json!({ "found": false }),
-        Reply::Stat(stat) => json!({ "stat": stat }),
-        Reply::Children(names) => json!({ "children": names }),
-    }
+/// The result of `req` answered by `reply`; `None` when the reply does not answer it.
+fn ret(req: &Request, reply: &Reply, zxid: u64) -> Option<Ret> {
+    Some(match (req, reply.clone()) {
+        (Request::OpenSession { .. }, Reply::Session(session)) => Ret::OpenSession { session, zxid },
+        (Request::Heartbeat { .. }, Reply::Done) => Ret::Heartbeat { zxid },
+        (Request::CloseSession { .. }, Reply::Done) => Ret::CloseSession { zxid },
+        (Request::Create { .. }, Reply::Created { path, stat }) => Ret::Create { path, stat, zxid },
+        (Request::Get { .. }, Reply::Value(v)) => {
+            let (value, stat) = v.map(|(v, s)| (text(&v), s)).unzip();
+            Ret::Get { value, stat, zxid }
+        }
+        (Request::Set { .. }, Reply::Stat(stat)) => Ret::Set { stat, zxid },
+        (Request::Delete { .. }, Reply::Done) => Ret::Delete { zxid },
+        (Request::Children { .. }, Reply::Children(children)) => Ret::Children { children, zxid },
+        _ => return None,
+    })
 }
 
 /// A client node: one session at a time (kept alive by heartbeats, sometimes
@@ -81,7 +89,7 @@ pub async fn client(env: Env, world: Arc<World>, timeline: Timeline, max_ops: Op
         let current = *session.lock().expect("session");
         let Some(s) = current else {
             let req = Request::OpenSession { timeout_ms: SESSION_TIMEOUT.as_millis() as u64 };
-            if let Ok(Reply::Session(id)) = record(&env, &world, &meta, "open_session", req).await {
+            if let Ok(Reply::Session(id)) = record(&env, &world, &meta, req).await {
                 *session.lock().expect("session") = Some(id);
             }
             continue;
@@ -92,38 +100,35 @@ pub async fn client(env: Env, world: Arc<World>, timeline: Timeline, max_ops: Op
         let known = versions.get(&key).copied();
         let cas = env.rng(|r| r.gen_bool(0.6));
         let roll = env.rng(|r| r.gen_range(0..100));
-        let (op, req) = match roll {
-            0..=21 => ("get", Request::Get { path: key.clone() }),
-            22..=39 => ("set", Request::Set { path: key.clone(), value, version: known.filter(|_| cas) }),
-            40..=49 => ("create", Request::Create { path: key.clone(), value, ephemeral: None, sequential: false }),
-            50..=55 => ("delete", Request::Delete { path: key.clone(), version: known.filter(|_| cas) }),
-            56..=60 => ("children", Request::Children { path: "/k".into() }),
+        let req = match roll {
+            0..=21 => Request::Get { path: key.clone() },
+            22..=39 => Request::Set { path: key.clone(), value, version: known.filter(|_| cas) },
+            40..=49 => Request::Create { path: key.clone(), value, ephemeral: None, sequential: false },
+            50..=55 => Request::Delete { path: key.clone(), version: known.filter(|_| cas) },
+            56..=60 => Request::Children { path: "/k".into() },
             61..=70 => {
                 let path = format!("/e/{}-{counter}", env.name);
-                ("create", Request::Create { path, value, ephemeral: Some(s), sequential: false })
+                Request::Create { path, value, ephemeral: Some(s), sequential: false }
             }
-            71..=82 => ("children", Request::Children { path: "/e".into() }),
-            83..=88 => {
-                let path = "/q/item-".to_string();
-                ("create", Request::Create { path, value, ephemeral: None, sequential: true })
-            }
-            89..=91 => ("children", Request::Children { path: "/q".into() }),
+            71..=82 => Request::Children { path: "/e".into() },
+            83..=88 => Request::Create { path: SEQUENTIAL.into(), value, ephemeral: None, sequential: true },
+            89..=91 => Request::Children { path: "/q".into() },
             92..=95 if world.elapsed() < timeline.phase => {
                 // Abandon the session: it stops heartbeating and must expire.
                 *session.lock().expect("session") = None;
                 continue;
             }
-            92..=95 => ("get", Request::Get { path: key.clone() }),
+            92..=95 => Request::Get { path: key.clone() },
             _ => {
-                let res = record(&env, &world, &meta, "close_session", Request::CloseSession { session: s }).await;
+                let res = record(&env, &world, &meta, Request::CloseSession { session: s }).await;
                 if matches!(res, Ok(_) | Err(MetaError::SessionExpired)) {
                     session.lock().expect("session").take_if(|cur| *cur == s);
                 }
                 continue;
             }
         };
-        let on_key = args(&req)["key"] == key.as_str();
-        match record(&env, &world, &meta, op, req).await {
+        let on_key = call(&req).key() == Some(key.as_str());
+        match record(&env, &world, &meta, req).await {
             Ok(Reply::Value(Some((_, stat)))) | Ok(Reply::Stat(stat)) | Ok(Reply::Created { stat, .. }) if on_key => {
                 versions.insert(key, stat.version);
             }
@@ -149,9 +154,7 @@ async fn heartbeats(
     while world.elapsed() < stop {
         env.sleep(HEARTBEAT_EVERY).await;
         let Some(s) = *session.lock().expect("session") else { continue };
-        if let Err(MetaError::SessionExpired) =
-            record(&env, &world, &meta, "heartbeat", Request::Heartbeat { session: s }).await
-        {
+        if let Err(MetaError::SessionExpired) = record(&env, &world, &meta, Request::Heartbeat { session: s }).await {
             session.lock().expect("session").take_if(|cur| *cur == s);
         }
     }
@@ -160,25 +163,29 @@ async fn heartbeats(
 /// The checker node: lists every directory and reads every regular and
 /// sequential key the run touched, through the protocol, many at a time
 /// (retrying while the service recovers); ephemeral keys are judged by the
-/// listing of `/e`. A last `final_reads` operation marks that all were done.
+/// listing of `/e`. Then one more sequential create, which must succeed and
+/// continue the counter. A `final_reads` operation spans them all.
 pub async fn final_reads(env: Env, world: Arc<World>) {
     let meta = MetaClient::new(&env, SERVER, REQUEST_TIMEOUT);
-    let all = world.history.invoke(&env.name, "final_reads", json!({}));
+    let all = world.history.invoke(&env.name, Call::FinalReads);
     let mut keys = BTreeSet::new();
     for r in world.history.records() {
-        if let Some(k) = r.str("path").or(r.str("key")) {
-            if k.starts_with("/k/") || (k.starts_with("/q/") && !k.ends_with("item-")) {
-                keys.insert(k.to_string());
-            }
+        let key = match &r.body {
+            Body::Invoke { call, .. } => call.key(),
+            Body::Ok { ret: Ret::Create { path, .. }, .. } => Some(path.as_str()),
+            _ => None,
+        };
+        if let Some(k) = key.filter(|k| k.starts_with("/k/") || (k.starts_with("/q/") && *k != SEQUENTIAL)) {
+            keys.insert(k.to_string());
         }
     }
-    let dirs = ["/k", "/e", "/q"].map(|d| ("children", Request::Children { path: d.to_string() }));
-    let gets = keys.into_iter().map(|k| ("get", Request::Get { path: k }));
-    let reads = dirs.into_iter().chain(gets).map(|(op, req)| {
+    let dirs = ["/k", "/e", "/q"].map(|d| Request::Children { path: d.to_string() });
+    let gets = keys.into_iter().map(|k| Request::Get { path: k });
+    let reads = dirs.into_iter().chain(gets).map(|req| {
         let (env, world, meta) = (&env, &world, &meta);
         async move {
             for _attempt in 0..5 {
-                if record(env, world, meta, op, req.clone()).await.is_ok() {
+                if record(env, world, meta, req.clone()).await.is_ok() {
                     return;
                 }
                 env.sleep(Duration::from_millis(500)).await;
@@ -186,5 +193,13 @@ pub async fn final_reads(env: Env, world: Arc<World>) {
         }
     });
     futures::stream::iter(reads).buffer_unordered(32).collect::<Vec<()>>().await;
-    world.history.complete(&env.name, all, "final_reads", Kind::Ok, json!({}));
+    let value = format!("{}.final", env.name).into_bytes();
+    let last = Request::Create { path: SEQUENTIAL.into(), value, ephemeral: None, sequential: true };
+    for _attempt in 0..5 {
+        match record(&env, &world, &meta, last.clone()).await {
+            Err(MetaError::Timeout | MetaError::Unavailable) => env.sleep(Duration::from_millis(500)).await,
+            _ => break,
+        }
+    }
+    world.history.ok(&env.name, all, Ret::FinalReads);
 }

@@ -1,0 +1,122 @@
+//! Coverage probes: named points in the protocol code where something rare and
+//! important happens (DESIGN.md §9). A run counts the probes it reached; a
+//! campaign reports which probes no seed reached, as holes in the workload or
+//! the nemesis. One list here names them all, so `mqsim list` can show them
+//! and a typo cannot make a probe that nobody reports.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+macro_rules! probes {
+    ($($variant:ident = $name:literal : $about:literal,)*) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Probe {
+            $($variant,)*
+        }
+
+        impl Probe {
+            pub const ALL: &'static [Probe] = &[$(Probe::$variant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Probe::$variant => $name,)*
+                }
+            }
+
+            pub fn describe(self) -> &'static str {
+                match self {
+                    $(Probe::$variant => $about,)*
+                }
+            }
+        }
+    };
+}
+
+probes! {
+    // Metadata service.
+    MetaSessionExpired = "meta-session-expired": "the metadata service expired a session whose heartbeats stopped",
+    MetaExpiryRolledBack = "meta-expiry-rolled-back": "a disk failure undid session expiries before they were durable",
+    MetaWriteFailed = "meta-write-failed": "a log write or fsync failed; the service rebuilt itself from disk",
+    MetaRefusesCorrupt = "meta-refuses-corrupt": "the service found damaged state and refuses to serve",
+    MetaRecoveredSessions = "meta-recovered-sessions": "a restarted service gave recovered sessions a fresh timeout",
+    MetaSequentialAfterRestart = "meta-sequential-after-restart": "a sequential create continued a counter recovered from the log",
+    MetaStaleVersionRefused = "meta-stale-version-refused": "a compare-and-set or delete with a stale version was refused",
+    MetaEphemeralOnDeadSession = "meta-ephemeral-on-dead-session": "an ephemeral create named a session that no longer lives",
+    // The mirrored log.
+    WalCopyRepaired = "wal-copy-repaired": "log recovery appended to one copy the records it lacked",
+    WalTornTailCut = "wal-torn-tail-cut": "log recovery cut a torn, never-synced tail",
+    WalDamagedCopyKept = "wal-damaged-copy-kept": "a copy ending in a damaged header was left alone; the other copy carried the log",
+    WalDamageWasTransient = "wal-damage-was-transient": "damage seen on read was gone when the log was read again",
+    // At-most-once RPC.
+    RpcDuplicateDropped = "rpc-duplicate-dropped": "a duplicated call was recognised and not executed again",
+    RpcCalleeRestarted = "rpc-callee-restarted": "a call reached a restarted callee and ended with an unknown outcome",
+    RpcLateAnswer = "rpc-late-answer": "an answer arrived after its call had given up",
+    // Bookie.
+    BookieFencedUnseenLedger = "bookie-fenced-unseen-ledger": "a bookie fenced a ledger it held no entry of",
+    BookieRefusedFencedAdd = "bookie-refused-fenced-add": "a bookie refused a normal add to a fenced ledger",
+    BookieRecoveryAddWhileFenced = "bookie-recovery-add-while-fenced": "a recovery add reached a bookie on which the ledger is fenced",
+    BookieChecksumFailed = "bookie-checksum-failed": "a stored entry failed its checksum on read and was not served",
+    BookieJournalLookedAgain = "bookie-journal-looked-again": "a journal that read as damaged was read again before being refused",
+    BookieJournalFailed = "bookie-journal-failed": "a journal write or fsync failed; the bookie rolled back to its durable state",
+    BookieReregistered = "bookie-reregistered": "a bookie's registration expired and it registered again",
+    BookieRemovedOldRegistration = "bookie-removed-old-registration": "a restarted bookie found its previous incarnation's key and removed it",
+    // Ledger writer.
+    WriterEnsembleChange = "writer-ensemble-change": "the writer replaced a failed bookie by compare-and-set",
+    WriterMetadataRace = "writer-metadata-race": "an ensemble change found the metadata changed under it and merged",
+    WriterDelayedWriteFailure = "writer-delayed-write-failure": "a write failed after its entry already had Qa copies; the bookie was still replaced",
+    WriterFenced = "writer-fenced": "a bookie told the writer its ledger is fenced",
+    WriterFoundInRecovery = "writer-found-in-recovery": "an ensemble change found the ledger IN_RECOVERY and stopped",
+    WriterCloseLostRace = "writer-close-lost-race": "the writer's close found the ledger already closed or in recovery",
+    WriterResentPending = "writer-resent-pending": "adds in flight were resent to a replacement bookie",
+    // Recovery.
+    RecoveryResumed = "recovery-resumed": "recovery started on a ledger already IN_RECOVERY (an earlier recovery died)",
+    RecoveryFenceIncomplete = "recovery-fence-incomplete": "fencing could not reach quorum coverage; recovery gave up for now",
+    RecoveryStartBelowLac = "recovery-start-below-lac": "recovery read from the last ensemble's first entry, below the reported LAC + 1",
+    RecoveryBeyondLac = "recovery-beyond-lac": "recovery found and rewrote entries beyond the highest LAC reported",
+    RecoveryEntryUnknown = "recovery-entry-unknown": "recovery could not tell whether an entry exists and aborted",
+    RecoveryEnsembleChange = "recovery-ensemble-change": "a recovery rewrite replaced a bookie (written at close)",
+    RecoveryClosedEmpty = "recovery-closed-empty": "recovery closed a ledger without any entry",
+    RecoveryLostRace = "recovery-lost-race": "recovery's close found the ledger closed by someone else",
+    // Auditor and replication.
+    AuditorElected = "auditor-elected": "a bookie took the auditor lock",
+    AuditorMarkedLostBookie = "auditor-marked-lost-bookie": "the auditor marked a ledger that names a lost bookie",
+    AuditorFoundMissingCopy = "auditor-found-missing-copy": "the auditor found an entry missing on a live bookie of its write set",
+    AuditorCheckUnanswered = "auditor-check-unanswered": "a copy check was not answered by every bookie and was not trusted",
+    ReplicationCopiedFragment = "replication-copied-fragment": "a worker copied a fragment to a replacement bookie",
+    ReplicationRecoveredOpenLedger = "replication-recovered-open-ledger": "a worker recovered an open ledger after its grace period",
+    ReplicationLockReentered = "replication-lock-reentered": "a worker found a lock already held by its own session",
+    ReplicationIncomplete = "replication-incomplete": "a re-check after repair failed; the ledger stays marked",
+    SessionExpiredHoldingLock = "session-expired-holding-lock": "a session expired while its owner held a lock",
+}
+
+impl Probe {
+    pub fn from_name(name: &str) -> Option<Probe> {
+        Probe::ALL.iter().copied().find(|p| p.name() == name)
+    }
+}
+
+impl Serialize for Probe {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Probe, D::Error> {
+        let name = String::deserialize(d)?;
+        Probe::from_name(&name).ok_or_else(|| serde::de::Error::custom(format!("unknown probe '{name}'")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Probe;
+
+    #[test]
+    fn names_are_unique_and_round_trip() {
+        for (i, p) in Probe::ALL.iter().enumerate() {
+            assert_eq!(Probe::from_name(p.name()), Some(*p));
+            assert!(Probe::ALL[..i].iter().all(|q| q.name() != p.name()), "{} twice", p.name());
+        }
+        assert!(Probe::ALL.len() >= 30);
+    }
+}
