@@ -12,6 +12,7 @@ mod timeline;
 use case::{Case, Verdict};
 use clap::{Parser, Subcommand};
 use mqsim_core::bugs::Bug;
+use mqsim_core::probe::Probe;
 use mqsim_scenarios::{RunSpec, Scenario};
 use mqsim_sim::FaultKind;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,9 @@ enum Command {
         /// Print the fault schedule before the verdict.
         #[arg(long)]
         show_schedule: bool,
+        /// Print the coverage probes the run reached after the verdict.
+        #[arg(long)]
+        probes: bool,
         /// Write the run as a case file (to replay or shrink it).
         #[arg(long)]
         case: Option<PathBuf>,
@@ -157,8 +161,8 @@ fn main() -> ExitCode {
             list();
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { scenario, seed, bug, outputs, show_schedule, case } => {
-            run(&scenario, seed, bug, outputs, show_schedule, case.as_deref())
+        Command::Run { scenario, seed, bug, outputs, show_schedule, probes, case } => {
+            run(&scenario, seed, bug, outputs, RunShows { schedule: show_schedule, probes }, case.as_deref())
         }
         Command::Campaign { scenario, seeds, jobs, shard, bug, out, timeout } => {
             campaign(&scenario, &seeds, jobs, shard.as_deref(), bug, out, timeout)
@@ -187,6 +191,16 @@ fn list() {
     for b in Bug::ALL {
         println!("  {:<22} {}", b.name(), b.describe());
     }
+    println!("coverage probes:");
+    for p in Probe::ALL {
+        println!("  {:<34} {}", p.name(), p.describe());
+    }
+}
+
+/// What `run` prints besides the verdict.
+struct RunShows {
+    schedule: bool,
+    probes: bool,
 }
 
 fn scenario(name: &str) -> Result<&'static dyn Scenario, BadInput> {
@@ -207,7 +221,7 @@ fn run(
     seed: u64,
     bug: Option<String>,
     outputs: OutputArgs,
-    show: bool,
+    show: RunShows,
     case_path: Option<&Path>,
 ) -> Result<ExitCode, BadInput> {
     let scenario = scenario(name)?;
@@ -218,7 +232,7 @@ fn run(
     }
     let spec = scenario.resolve(&RunSpec { seed, bugs: case::parse_bugs(&bugs)?, ..RunSpec::default() });
     let schedule = spec.schedule.clone().unwrap_or_default();
-    if show {
+    if show.schedule {
         for a in &schedule.actions {
             println!("  {a}");
         }
@@ -246,6 +260,17 @@ fn run(
     match verdict {
         Verdict::Pass => println!("PASS {title} {figures}"),
         _ => println!("{}", verdict.headline(&title)),
+    }
+    if show.probes {
+        let expected = scenario.probes();
+        println!("probes reached: {} of the {} this scenario can reach", s.probes.len(), expected.len());
+        for (name, hits) in &s.probes {
+            println!("  {name:<34} {hits}");
+        }
+        let unreached: Vec<&str> = expected.iter().map(|p| p.name()).filter(|n| !s.probes.contains_key(*n)).collect();
+        if !unreached.is_empty() {
+            println!("not reached: {}", unreached.join(", "));
+        }
     }
     Ok(if verdict.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

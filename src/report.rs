@@ -43,6 +43,13 @@ pub struct ScenarioTotals {
     pub run_seconds: f64,
     /// Fault actions injected, by kind.
     pub faults: BTreeMap<String, u64>,
+    /// Seeds that reached each coverage probe.
+    #[serde(default)]
+    pub probes: BTreeMap<String, u64>,
+    /// The probes this scenario can reach that no seed reached: holes in the
+    /// workload or the nemesis.
+    #[serde(default)]
+    pub probes_unreached: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,6 +78,16 @@ impl ScenarioTotals {
         for (kind, n) in &stats.faults {
             *self.faults.entry(kind.clone()).or_default() += n;
         }
+        for probe in stats.probes.keys() {
+            *self.probes.entry(probe.clone()).or_default() += 1;
+        }
+    }
+
+    /// Names the probes of `scenario` that no seed reached.
+    fn note_unreached(&mut self, scenario: &str) {
+        let expected = mqsim_scenarios::find(scenario).map(|s| s.probes()).unwrap_or_default();
+        self.probes_unreached =
+            expected.iter().map(|p| p.name().to_string()).filter(|n| !self.probes.contains_key(n)).collect();
     }
 
     fn merge(&mut self, other: &ScenarioTotals) {
@@ -86,6 +103,9 @@ impl ScenarioTotals {
         self.run_seconds += other.run_seconds;
         for (k, n) in &other.faults {
             *self.faults.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &other.probes {
+            *self.probes.entry(k.clone()).or_default() += n;
         }
     }
 
@@ -113,7 +133,10 @@ impl Summary {
     }
 
     /// Writes summary.json, summary.md and junit.xml into `dir`.
-    pub fn write(&self, dir: &Path) -> Result<(), BadInput> {
+    pub fn write(&mut self, dir: &Path) -> Result<(), BadInput> {
+        for (name, totals) in self.scenarios.iter_mut() {
+            totals.note_unreached(name);
+        }
         let json = serde_json::to_string_pretty(self).expect("summary to json") + "\n";
         crate::write_atomically(&dir.join("summary.json"), &json)?;
         crate::write_atomically(&dir.join("summary.md"), &self.markdown())?;
@@ -171,6 +194,21 @@ impl Summary {
             let counts: Vec<String> =
                 self.scenarios.values().map(|s| s.faults.get(kind).copied().unwrap_or(0).to_string()).collect();
             let _ = writeln!(md, "| {kind} | {} |", counts.join(" | "));
+        }
+        let _ = writeln!(md, "\n## Coverage probes: seeds that reached each\n");
+        for (name, s) in &self.scenarios {
+            let expected = s.probes.len() + s.probes_unreached.len();
+            let _ = writeln!(md, "**{name}**: {} of {expected} probes reached.\n", s.probes.len());
+            if !s.probes.is_empty() {
+                let _ = writeln!(md, "| probe | seeds |\n|---|---:|");
+                for (probe, n) in &s.probes {
+                    let _ = writeln!(md, "| {probe} | {n} |");
+                }
+                let _ = writeln!(md);
+            }
+            if !s.probes_unreached.is_empty() {
+                let _ = writeln!(md, "Reached by no seed: {}.\n", s.probes_unreached.join(", "));
+            }
         }
         if !self.cases.is_empty() {
             let _ = writeln!(md, "\n## Runs that did not pass\n");

@@ -12,6 +12,7 @@ use crate::bugs::Bug;
 use crate::env::{Env, LedgerEvent};
 use crate::ledger::{self, write_set, LedgerClient, LedgerError, State};
 use crate::meta::MetaError;
+use crate::probe::Probe;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -37,13 +38,18 @@ pub async fn run(env: Env, meta_server: String) {
             env.sleep(Duration::from_millis(500)).await;
             continue;
         };
+        let mut leader = false;
         loop {
             env.sleep(AUDIT_INTERVAL).await;
             if c.meta.heartbeat(session).await == Err(MetaError::SessionExpired) {
+                if leader {
+                    env.probe(Probe::SessionExpiredHoldingLock);
+                }
                 break;
             }
-            let leader = take_lock(&c, AUDITOR_LOCK, session).await;
+            leader = take_lock(&c, AUDITOR_LOCK, session).await;
             if leader {
+                env.probe(Probe::AuditorElected);
                 let _ = audit(&c, &mut verified).await;
             }
             let _ = replicate_all(&c, session, &mut waiting_since).await;
@@ -66,12 +72,16 @@ async fn audit(c: &LedgerClient, verified: &mut BTreeSet<LedgerId>) -> Result<()
             }
             let copies = check_copies(c, ledger, &meta, &registered).await;
             if !copies.answered {
+                c.env.probe(Probe::AuditorCheckUnanswered);
                 continue; // ask again next time
             }
             if copies.missing.is_empty() {
                 verified.insert(ledger);
                 continue;
             }
+            c.env.probe(Probe::AuditorFoundMissingCopy);
+        } else {
+            c.env.probe(Probe::AuditorMarkedLostBookie);
         }
         let mark = format!("{UNDER_REPLICATED}/L{ledger:010}");
         if c.meta.create(&mark, vec![], None, false).await.is_ok() {
@@ -107,7 +117,11 @@ async fn take_lock(c: &LedgerClient, lock: &str, session: u64) -> bool {
     match c.meta.create(lock, vec![], Some(session), false).await {
         Ok(_) => true,
         Err(MetaError::NodeExists | MetaError::Timeout) => {
-            matches!(c.meta.get(lock).await, Ok(Some((_, stat))) if stat.owner == Some(session))
+            let mine = matches!(c.meta.get(lock).await, Ok(Some((_, stat))) if stat.owner == Some(session));
+            if mine && lock != AUDITOR_LOCK {
+                c.env.probe(Probe::ReplicationLockReentered);
+            }
+            mine
         }
         Err(_) => false,
     }
@@ -126,6 +140,7 @@ async fn replicate(
             return Ok(());
         }
         ledger::recover(c, ledger).await?;
+        c.env.probe(Probe::ReplicationRecoveredOpenLedger);
     }
     waiting_since.remove(&ledger);
     let marks_first = c.env.bug(Bug::AuditorMarksBeforeCopy);
@@ -152,6 +167,7 @@ async fn replicate(
                 version = c.write_meta(ledger, &next, version).await?.ok_or(LedgerError::RecoveryIncomplete)?;
                 meta = next;
             }
+            c.env.probe(Probe::ReplicationCopiedFragment);
             c.event(LedgerEvent::FragmentReplicated {
                 ledger,
                 first_entry: *first,
@@ -176,6 +192,9 @@ async fn replicate(
         let copies = check_copies(c, ledger, &meta, &registered).await;
         copies.answered && copies.missing.is_empty()
     };
+    if !complete {
+        c.env.probe(Probe::ReplicationIncomplete);
+    }
     if complete && meta.ensembles.values().flatten().all(|b| registered.contains(b)) {
         let mark = format!("{UNDER_REPLICATED}/L{ledger:010}");
         c.meta.delete(&mark, None).await.map_err(|_| LedgerError::Meta)?;

@@ -10,7 +10,8 @@
 //! incarnation, a duplicated call (same caller incarnation and id) is dropped.
 //! So no call runs twice, none after its answer, none after its callee restarted.
 
-use crate::env::{Clock, Env, MsgKind, Transport};
+use crate::env::{Clock, Env, EventSink, MsgKind, Transport};
+use crate::probe::Probe;
 use crate::{bookie, meta};
 use futures::channel::{mpsc, oneshot};
 use futures::future::{select, Either};
@@ -111,6 +112,7 @@ pub struct Incoming {
 pub struct Rpc {
     net: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
+    events: Arc<dyn EventSink>,
     incarnation: u64,
     state: Mutex<State>,
     /// Where requests go once a server on this node serves them; dropped until then.
@@ -146,6 +148,7 @@ impl Rpc {
         let rpc = Arc::new(Rpc {
             net: env.net.clone(),
             clock: env.clock.clone(),
+            events: env.events.clone(),
             incarnation: env.rng(|r| r.gen_range(1..u64::MAX)),
             state: Mutex::new(State::default()),
             incoming: Mutex::new(None),
@@ -170,6 +173,8 @@ impl Rpc {
                         let first = rpc.lock().seen.entry((from.clone(), caller)).or_default().first_time(id);
                         if first {
                             let _ = tx.unbounded_send(Incoming { from, kind, req, id });
+                        } else {
+                            rpc.events.probe(Probe::RpcDuplicateDropped);
                         }
                     }
                     Ok(Frame::Reply { id, resp }) => rpc.answer(id, Answer::Reply(resp)),
@@ -187,8 +192,12 @@ impl Rpc {
 
     /// Hands an answer to its waiting call; a duplicate or late one finds none.
     fn answer(&self, id: u64, answer: Answer) {
-        if let Some(tx) = self.lock().calls.remove(&id) {
-            let _ = tx.send(answer);
+        let call = self.lock().calls.remove(&id);
+        match call {
+            Some(tx) => {
+                let _ = tx.send(answer);
+            }
+            None => self.events.probe(Probe::RpcLateAnswer),
         }
     }
 
@@ -223,6 +232,7 @@ impl Rpc {
                 // The callee restarted. An earlier copy of this call may have run
                 // on the old incarnation, so resending could run it twice: unknown.
                 Either::Left((Ok(Answer::Stale(now)), _)) => {
+                    self.events.probe(Probe::RpcCalleeRestarted);
                     self.lock().callees.insert(to.to_string(), now);
                     return Err(RpcError::Timeout);
                 }

@@ -17,6 +17,7 @@
 //! damaged header is left alone, and the copies that parse carry the log.
 
 use crate::env::{Disk, DiskError};
+use crate::probe::Probe;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -45,6 +46,25 @@ pub struct Recovered {
     pub repaired: u64,
     /// Torn, never-synced bytes cut from the ends of copies.
     pub dropped_tail_bytes: u64,
+    /// Copies that end in a damaged header and were left alone.
+    pub damaged_copies: u64,
+    /// Reads of the log before it parsed (damage seen on read may be transient).
+    pub read_attempts: usize,
+}
+
+impl Recovered {
+    /// The coverage probes this recovery reached.
+    pub fn probes(&self) -> Vec<Probe> {
+        [
+            (self.repaired > 0, Probe::WalCopyRepaired),
+            (self.dropped_tail_bytes > 0, Probe::WalTornTailCut),
+            (self.damaged_copies > 0, Probe::WalDamagedCopyKept),
+            (self.read_attempts > 1, Probe::WalDamageWasTransient),
+        ]
+        .into_iter()
+        .filter_map(|(reached, p)| reached.then_some(p))
+        .collect()
+    }
 }
 
 pub struct Wal {
@@ -139,7 +159,7 @@ impl Wal {
                 .map_err(WalError::from)
                 .and_then(|parsed| Ok((merge(&parsed)?, parsed)));
             match attempt_result {
-                Ok((rec, parsed)) => break (parsed, rec),
+                Ok((rec, parsed)) => break (parsed, Recovered { read_attempts: attempt, ..rec }),
                 Err(e) if attempt >= READ_ATTEMPTS => return Err(e),
                 Err(_) => {}
             }
@@ -149,7 +169,10 @@ impl Wal {
         // log); a copy that parsed to its end loses only its torn tail and gets
         // the records it lacks appended, synced before the next copy is touched.
         for (f, copy) in files.iter().zip(&parsed) {
-            let Some(end) = copy.clean_end else { continue };
+            let Some(end) = copy.clean_end else {
+                recovered.damaged_copies += 1;
+                continue;
+            };
             let now = disk.len(f);
             if end < now {
                 disk.truncate(f, end)?;

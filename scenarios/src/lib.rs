@@ -6,6 +6,7 @@ pub mod ops;
 pub mod selftest;
 
 use mqsim_core::bugs::Bugs;
+use mqsim_core::probe::Probe;
 use mqsim_sim::nemesis::Profile;
 use mqsim_sim::{Record, Schedule};
 use serde::{Deserialize, Serialize};
@@ -134,6 +135,16 @@ pub trait Scenario: Sync {
     /// The nodes a fault action may name in a run of `spec` (those there from the start).
     fn nodes(&self, spec: &RunSpec) -> Vec<String>;
     fn run(&self, spec: &RunSpec) -> Outcome;
+    /// The coverage probes this scenario's nodes can reach: those of the
+    /// components it runs. A campaign reports the ones no seed reached.
+    fn probes(&self) -> Vec<Probe> {
+        Probe::ALL.to_vec()
+    }
+}
+
+/// The probes of the components named by their prefixes (`meta`, `bookie`, …).
+pub fn probes_of(components: &[&str]) -> Vec<Probe> {
+    Probe::ALL.iter().copied().filter(|p| components.iter().any(|c| p.name().starts_with(&format!("{c}-")))).collect()
 }
 
 /// Most clients a configuration may ask for.

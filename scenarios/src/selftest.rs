@@ -51,6 +51,10 @@ impl Scenario for SelfTest {
         RunSpec { schedule: Some(spec.schedule_for(&profile())), ..spec.clone() }
     }
 
+    fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
+        Vec::new()
+    }
+
     fn nodes(&self, _spec: &RunSpec) -> Vec<String> {
         profile().nodes
     }

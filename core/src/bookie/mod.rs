@@ -9,6 +9,7 @@ pub use proto::{BookieError, Entry, EntryId, LedgerId, Request, Response};
 use crate::bugs::Bug;
 use crate::env::{Env, Event};
 use crate::meta::{MetaClient, MetaError};
+use crate::probe::Probe;
 use crate::rpc::{self, Incoming, Rpc};
 use crate::wal::{Wal, WalError};
 use serde::{Deserialize, Serialize};
@@ -46,7 +47,10 @@ pub async fn serve(env: Env, meta_server: String) {
 /// Keeps an ephemeral `/bookies/<name>` key alive, re-registering after expiry.
 pub async fn keep_registered(env: Env, meta: MetaClient) {
     let path = format!("{REGISTRY}/{}", env.name);
-    loop {
+    for attempt in 0.. {
+        if attempt > 0 {
+            env.probe(Probe::BookieReregistered);
+        }
         let Ok(session) = meta.open_session(SESSION_TIMEOUT).await else {
             env.sleep(Duration::from_millis(500)).await;
             continue;
@@ -56,6 +60,7 @@ pub async fn keep_registered(env: Env, meta: MetaClient) {
             match meta.create(&path, env.name.clone().into_bytes(), Some(session), false).await {
                 Ok(_) => break true,
                 Err(MetaError::NodeExists) => {
+                    env.probe(Probe::BookieRemovedOldRegistration);
                     let _ = meta.delete(&path, None).await;
                 }
                 Err(MetaError::SessionExpired) => break false,
@@ -103,6 +108,9 @@ impl Bookie {
                             }
                         }
                     }
+                    for p in found.probes() {
+                        env.probe(p);
+                    }
                     env.events.event(Event::Recovered {
                         records: found.records.len() as u64,
                         zxid: 0,
@@ -113,6 +121,7 @@ impl Bookie {
                     return bookie;
                 }
                 Err(WalError::Corrupt { .. }) if damaged_opens < CORRUPT_RETRIES => {
+                    env.probe(Probe::BookieJournalLookedAgain);
                     damaged_opens += 1;
                     env.sleep(DISK_RETRY * 5).await;
                 }
@@ -160,6 +169,7 @@ impl Bookie {
             reply_all(rpc, &batch, &answers).await;
         }
         if !disk_ok {
+            env.probe(Probe::BookieJournalFailed);
             env.events.event(Event::DiskFailed { op: "journal".into() });
             if let Some(journal) = self.journal.as_mut() {
                 while journal.rollback().is_err() {
@@ -177,9 +187,13 @@ impl Bookie {
     /// One request; `Err(())` when the journal write failed.
     fn execute(&mut self, env: &Env, req: &Request) -> Result<Response, ()> {
         let Some(journal) = self.journal.as_mut() else { return Ok(Response::Error(BookieError::Fault)) };
+        let known = |ledger: &LedgerId| self.lac.contains_key(ledger);
         let fence = |journal: &mut Wal, fenced: &mut BTreeSet<LedgerId>, ledger: LedgerId| {
             if fenced.contains(&ledger) {
                 return Ok(());
+            }
+            if !known(&ledger) {
+                env.probe(Probe::BookieFencedUnseenLedger);
             }
             let record = postcard::to_allocvec(&Record::Fence(ledger)).expect("encode fence");
             journal.append(&record).map_err(|_| ())?;
@@ -191,8 +205,12 @@ impl Bookie {
                 if !entry.intact() {
                     return Ok(Response::Error(BookieError::BadDigest));
                 }
-                if !recovery && self.fenced.contains(&entry.ledger) {
-                    return Ok(Response::Error(BookieError::Fenced));
+                if self.fenced.contains(&entry.ledger) {
+                    if !recovery {
+                        env.probe(Probe::BookieRefusedFencedAdd);
+                        return Ok(Response::Error(BookieError::Fenced));
+                    }
+                    env.probe(Probe::BookieRecoveryAddWhileFenced);
                 }
                 let record = postcard::to_allocvec(&Record::Add(entry.clone())).expect("encode add");
                 let offset = journal.append(&record).map_err(|_| ())?;
@@ -212,6 +230,7 @@ impl Bookie {
                         Response::Entry(e)
                     }
                     _ => {
+                        env.probe(Probe::BookieChecksumFailed);
                         env.events.event(Event::ChecksumFailed { ledger: *ledger, entry: *entry });
                         Response::Error(BookieError::Fault)
                     }

@@ -8,6 +8,7 @@ use super::{LedgerClient, LedgerError, LedgerMeta, State};
 use crate::bookie::{self, BookieError, Entry, EntryId, LedgerId};
 use crate::bugs::Bug;
 use crate::env::LedgerEvent;
+use crate::probe::Probe;
 use futures::channel::{mpsc, oneshot};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -164,6 +165,7 @@ impl Actor {
         if !self.pending.contains_key(&id) {
             let failed = !matches!(result, Ok(bookie::Response::Added) | Err(BookieError::Fenced));
             if failed && self.failed.is_none() && self.meta.last_fragment().1.contains(&bookie) {
+                self.c.env.probe(Probe::WriterDelayedWriteFailure);
                 self.replace(&bookie, inflight).await;
             }
             return;
@@ -173,7 +175,10 @@ impl Actor {
                 self.pending.get_mut(&id).expect("pending").acks.insert(bookie);
                 self.acknowledge_prefix();
             }
-            Err(BookieError::Fenced) if !self.c.env.bug(Bug::WriterIgnoresFenced) => self.fail(LedgerError::Fenced),
+            Err(BookieError::Fenced) if !self.c.env.bug(Bug::WriterIgnoresFenced) => {
+                self.c.env.probe(Probe::WriterFenced);
+                self.fail(LedgerError::Fenced)
+            }
             _ => self.replace(&bookie, inflight).await,
         }
     }
@@ -219,6 +224,7 @@ impl Actor {
             next.ensembles.insert(self.lac + 1, ensemble.clone());
             match self.c.write_meta(self.ledger, &next, self.version).await {
                 Ok(Some(version)) => {
+                    self.c.env.probe(Probe::WriterEnsembleChange);
                     (self.meta, self.version) = (next, version);
                     let event = LedgerEvent::EnsembleChanged {
                         ledger: self.ledger,
@@ -231,12 +237,14 @@ impl Actor {
                 }
                 Ok(None) => match self.c.read_meta(self.ledger).await {
                     Ok((meta, _)) if meta.state == State::InRecovery && !ignores_fence => {
-                        return self.fail(LedgerError::Fenced)
+                        self.c.env.probe(Probe::WriterFoundInRecovery);
+                        return self.fail(LedgerError::Fenced);
                     }
                     Ok((meta, _)) if meta.state == State::Closed && !ignores_fence => {
                         return self.fail(LedgerError::Closed)
                     }
                     Ok((meta, version)) => {
+                        self.c.env.probe(Probe::WriterMetadataRace);
                         // Keep our fragments (only this writer adds them); take the rest as it is now.
                         let ensembles = std::mem::take(&mut self.meta.ensembles);
                         (self.meta, self.version) = (LedgerMeta { ensembles, ..meta }, version);
@@ -251,6 +259,9 @@ impl Actor {
             let set = self.meta.write_set(p.entry.entry);
             p.acks.retain(|b| set.contains(b));
             resend.extend(set.into_iter().filter(|b| !p.acks.contains(b)).map(|b| (p.entry.clone(), b)));
+        }
+        if !resend.is_empty() {
+            self.c.env.probe(Probe::WriterResentPending);
         }
         for (entry, b) in resend {
             inflight.push(self.send(&entry, b));
@@ -271,9 +282,13 @@ impl Actor {
                 }
                 Ok(None) => match self.c.read_meta(self.ledger).await {
                     Ok((m, _)) if m.state == State::Closed => {
+                        self.c.env.probe(Probe::WriterCloseLostRace);
                         return if m.last_entry == self.lac { Ok(self.lac) } else { Err(LedgerError::Closed) };
                     }
-                    Ok((m, _)) if m.state == State::InRecovery => return Err(LedgerError::Fenced),
+                    Ok((m, _)) if m.state == State::InRecovery => {
+                        self.c.env.probe(Probe::WriterCloseLostRace);
+                        return Err(LedgerError::Fenced);
+                    }
                     Ok((m, v)) => (self.meta, self.version) = (m, v),
                     Err(_) => self.c.env.sleep(Duration::from_millis(300)).await,
                 },

@@ -5,6 +5,7 @@ use super::proto::{MetaError, Reply, Request, Response, SessionId};
 use super::store::{Store, Txn};
 use crate::bugs::Bug;
 use crate::env::{Env, Event};
+use crate::probe::Probe;
 use crate::rpc::{self, Incoming, Rpc};
 use crate::wal::{Wal, WalError};
 use futures::future::{select, Either};
@@ -54,6 +55,8 @@ struct Service {
     wal: Wal,
     /// Expiry deadline of each live session, on the monotonic clock.
     deadlines: BTreeMap<SessionId, Duration>,
+    /// Whether recovery found sequence counters in the log.
+    counters_recovered: bool,
 }
 
 impl Node {
@@ -73,6 +76,12 @@ impl Node {
                             }
                         }
                     }
+                    for p in found.probes() {
+                        env.probe(p);
+                    }
+                    if !store.sessions.is_empty() {
+                        env.probe(Probe::MetaRecoveredSessions);
+                    }
                     env.events.event(Event::Recovered {
                         records: found.records.len() as u64,
                         zxid: store.zxid,
@@ -82,9 +91,11 @@ impl Node {
                     // Like ZooKeeper, a restarted service gives every session a full timeout.
                     let now = env.clock.mono();
                     let deadlines = store.sessions.iter().map(|(s, t)| (*s, now + Duration::from_millis(*t))).collect();
-                    return Node::Serving(Box::new(Service { store, wal, deadlines }));
+                    let counters_recovered = store.has_sequence_counters();
+                    return Node::Serving(Box::new(Service { store, wal, deadlines, counters_recovered }));
                 }
                 Err(WalError::Corrupt { seq }) => {
+                    env.probe(Probe::MetaRefusesCorrupt);
                     env.events.event(Event::RefusesCorruptState { record: seq });
                     return Node::Refusing;
                 }
@@ -128,6 +139,7 @@ impl Node {
             answer(rpc, &batch, &results, svc.store.zxid).await;
         }
         if !disk_ok {
+            env.probe(Probe::MetaWriteFailed);
             env.events.event(Event::DiskFailed { op: "write".into() });
             self.reset(env).await;
             if !ack_first {
@@ -150,6 +162,7 @@ impl Node {
         for id in &expired {
             // Recorded when decided: a crash may still lose (or, from one
             // mirror copy, keep) the unsynced expiry.
+            env.probe(Probe::MetaSessionExpired);
             env.events.event(Event::SessionExpired { session: *id });
             svc.deadlines.remove(id);
             ok = ok && svc.commit(Txn::CloseSession { id: *id }).is_ok();
@@ -157,6 +170,7 @@ impl Node {
         ok = ok && svc.wal.sync().await.is_ok();
         if !ok {
             env.events.event(Event::DiskFailed { op: "expire".into() });
+            env.probe(Probe::MetaExpiryRolledBack);
             env.events.event(Event::ExpiryRolledBack { sessions: expired });
             self.reset(env).await;
         }
@@ -196,6 +210,9 @@ impl Service {
         }
         match self.store.prepare(req) {
             Ok(txn) => {
+                if self.counters_recovered && matches!(txn, Txn::Create { sequential: true, .. }) {
+                    env.probe(Probe::MetaSequentialAfterRestart);
+                }
                 if let Txn::OpenSession { id, timeout_ms } = &txn {
                     self.deadlines.insert(*id, env.clock.mono() + Duration::from_millis(*timeout_ms));
                 }
@@ -204,7 +221,14 @@ impl Service {
                 }
                 self.commit(txn).map(Ok)
             }
-            Err(e) => Ok(Err(e)),
+            Err(e) => {
+                match (e, req) {
+                    (MetaError::BadVersion, _) => env.probe(Probe::MetaStaleVersionRefused),
+                    (MetaError::SessionExpired, Request::Create { .. }) => env.probe(Probe::MetaEphemeralOnDeadSession),
+                    _ => {}
+                }
+                Ok(Err(e))
+            }
         }
     }
 

@@ -58,6 +58,11 @@ pub fn parent(path: &str) -> &str {
 }
 
 impl Store {
+    /// Whether any sequential key was ever created (the counters live in the log).
+    pub fn has_sequence_counters(&self) -> bool {
+        !self.seq.is_empty()
+    }
+
     /// Answers a read-only request, or `None` when `req` is a write.
     pub fn read(&self, req: &Request) -> Option<Result<Reply, MetaError>> {
         match req {

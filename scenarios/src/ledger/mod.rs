@@ -183,6 +183,10 @@ impl Scenario for LedgerFencing {
         profile(&Plan::draw(spec.seed)).nodes
     }
 
+    fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
+        crate::probes_of(&["meta", "wal", "rpc", "bookie", "writer", "recovery"])
+    }
+
     fn run(&self, spec: &RunSpec) -> Outcome {
         let spec = self.resolve(spec);
         let plan = Plan::draw(spec.seed);
@@ -255,6 +259,10 @@ impl Scenario for LedgerRepair {
 
     fn nodes(&self, spec: &RunSpec) -> Vec<String> {
         profile(&Plan::draw(spec.seed)).nodes
+    }
+
+    fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
+        mqsim_core::probe::Probe::ALL.to_vec()
     }
 
     fn run(&self, spec: &RunSpec) -> Outcome {

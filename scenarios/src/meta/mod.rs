@@ -103,6 +103,10 @@ impl Scenario for Meta {
         RunSpec { config, schedule: Some(spec.schedule_for(&profile(&plan))), ..spec.clone() }
     }
 
+    fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
+        crate::probes_of(&["meta", "wal", "rpc"])
+    }
+
     fn nodes(&self, spec: &RunSpec) -> Vec<String> {
         profile(&Plan::draw(spec.seed, &spec.config)).nodes
     }
