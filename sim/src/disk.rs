@@ -20,7 +20,12 @@ pub struct DiskFaults {
     pub io_error_per_mille: u32,
     /// Extra latency of every fsync.
     pub slow_fsync: Duration,
+    /// Schedule action whose window aims a crash at this disk's next fsync.
+    pub crash_at_fsync: Option<usize>,
 }
+
+/// Told (action, file) when a sync meets an aimed crash; the world then kills the node.
+pub type FsyncCrash = Box<dyn Fn(usize, String) + Send + Sync>;
 
 /// What a crash did to one file, for the history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +45,7 @@ struct File {
 
 pub struct SimDisk {
     state: Mutex<State>,
+    on_aimed_crash: FsyncCrash,
 }
 
 struct State {
@@ -53,9 +59,10 @@ struct State {
 const FSYNC: std::ops::RangeInclusive<Duration> = Duration::from_micros(500)..=Duration::from_millis(2);
 
 impl SimDisk {
-    pub fn new(rng: ChaCha8Rng) -> SimDisk {
+    pub fn new(rng: ChaCha8Rng, on_aimed_crash: FsyncCrash) -> SimDisk {
         SimDisk {
             state: Mutex::new(State { files: BTreeMap::new(), faults: DiskFaults::default(), rng, read_flips: 0 }),
+            on_aimed_crash,
         }
     }
 
@@ -183,6 +190,12 @@ impl Disk for SimDisk {
 
     fn sync<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Result<(), DiskError>> {
         Box::pin(async move {
+            let aimed = self.lock().faults.crash_at_fsync.take();
+            if let Some(action) = aimed {
+                // The write happened; the sync never returns: the node dies first.
+                (self.on_aimed_crash)(action, file.to_string());
+                return futures::future::pending().await;
+            }
             let (delay, failed, upto, truncations) = {
                 let mut st = self.lock();
                 let delay = st.rng.gen_range(FSYNC) + st.faults.slow_fsync;

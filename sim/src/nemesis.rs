@@ -19,6 +19,17 @@ pub enum Fault {
     Crash {
         node: String,
     },
+    /// Power loss aimed at the node's next fsync in the window: after the
+    /// write, before the sync returns. The node restarts when the window ends.
+    CrashAtFsync {
+        node: String,
+    },
+    /// While the window holds, the named node's workload takes an aimed step
+    /// (see [`Signal`]), for windows the other faults reach only by chance.
+    Signal {
+        node: String,
+        signal: Signal,
+    },
     /// The node freezes; it resumes when the window ends.
     Pause {
         node: String,
@@ -78,6 +89,8 @@ impl Fault {
     pub fn nodes(&self) -> Vec<&str> {
         match self {
             Fault::Crash { node }
+            | Fault::CrashAtFsync { node }
+            | Fault::Signal { node, .. }
             | Fault::Pause { node }
             | Fault::Isolate { node }
             | Fault::DiskCorrupt { node }
@@ -92,6 +105,17 @@ impl Fault {
             Fault::Filter { rule } => rule.from.iter().chain(&rule.to).map(String::as_str).collect(),
         }
     }
+}
+
+/// An aimed step a scenario's workload takes when signalled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Signal {
+    /// Recover the writer's newest open ledger now (with the writer paused:
+    /// a zombie writer that wakes up after its ledger was fenced).
+    RecoverNow,
+    /// Recover every new ledger as soon as it appears, within its first entries.
+    FenceEarly,
 }
 
 /// A fault and its window.
@@ -115,6 +139,7 @@ pub struct Schedule {
 #[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
     Crash,
+    CrashAtFsync,
     Pause,
     Partition,
     OneWay,
@@ -130,11 +155,13 @@ pub enum FaultKind {
     ClockSkew,
     ClockDrift,
     ClockJump,
+    Signal,
 }
 
 impl FaultKind {
     pub const ALL: &'static [FaultKind] = &[
         FaultKind::Crash,
+        FaultKind::CrashAtFsync,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::OneWay,
@@ -150,7 +177,13 @@ impl FaultKind {
         FaultKind::ClockSkew,
         FaultKind::ClockDrift,
         FaultKind::ClockJump,
+        FaultKind::Signal,
     ];
+
+    /// The kinds swarm testing draws on its own; signals are aimed by scenarios.
+    pub fn swarm() -> Vec<FaultKind> {
+        FaultKind::ALL.iter().copied().filter(|k| *k != FaultKind::Signal).collect()
+    }
 
     pub fn name(self) -> String {
         serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
@@ -159,6 +192,8 @@ impl FaultKind {
     pub fn describe(self) -> &'static str {
         match self {
             FaultKind::Crash => "power loss of a node, restart from its disk after the window",
+            FaultKind::CrashAtFsync => "power loss at a node's next fsync (after the write, before the sync returns)",
+            FaultKind::Signal => "an aimed workload step: recover now (zombie writer), fence new ledgers early",
             FaultKind::Pause => "freeze a node, resume after the window",
             FaultKind::Partition => "symmetric partition between two sets of nodes",
             FaultKind::OneWay => "one-way partition: messages one way are lost",
@@ -180,6 +215,8 @@ impl FaultKind {
     pub fn of(fault: &Fault) -> FaultKind {
         match fault {
             Fault::Crash { .. } => FaultKind::Crash,
+            Fault::CrashAtFsync { .. } => FaultKind::CrashAtFsync,
+            Fault::Signal { .. } => FaultKind::Signal,
             Fault::Pause { .. } => FaultKind::Pause,
             Fault::Partition { .. } => FaultKind::Partition,
             Fault::OneWay { .. } => FaultKind::OneWay,
@@ -268,6 +305,8 @@ fn draw(p: &Profile, kind: FaultKind, rng: &mut ChaCha8Rng) -> Option<Fault> {
     let any = |rng: &mut ChaCha8Rng| p.nodes.choose(rng).cloned();
     Some(match kind {
         FaultKind::Crash => Fault::Crash { node },
+        FaultKind::CrashAtFsync => Fault::CrashAtFsync { node },
+        FaultKind::Signal => return None,
         FaultKind::Pause => Fault::Pause { node },
         FaultKind::Isolate => Fault::Isolate { node },
         FaultKind::Partition | FaultKind::OneWay => {

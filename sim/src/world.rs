@@ -6,7 +6,7 @@
 use crate::clock::SimClock;
 use crate::disk::{DiskFaults, SimDisk};
 use crate::history::{FaultRecord, History, Hit, NodeEvents};
-use crate::nemesis::{Fault, FaultAction, Schedule};
+use crate::nemesis::{Fault, FaultAction, Schedule, Signal};
 use crate::net::{Block, Network, SimTransport};
 use crate::rng_for;
 use madsim::runtime::{Handle, Runtime};
@@ -14,6 +14,8 @@ use madsim::task::NodeId;
 use madsim::time::Instant;
 use mqsim_core::bugs::Bugs;
 use mqsim_core::env::Env;
+use futures::channel::mpsc;
+use futures::StreamExt;
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,6 +52,12 @@ pub struct World {
     active: Mutex<BTreeMap<usize, Fault>>,
     /// Nodes the scenario itself took down; fault windows never bring them back.
     held_down: Mutex<BTreeSet<String>>,
+    /// Aimed crashes that fired: action index -> the file whose sync it cut short.
+    fired: Mutex<BTreeMap<usize, String>>,
+    /// Aimed crashes reported by disks, for the aimer task to carry out.
+    aimed: mpsc::UnboundedSender<(String, usize, String)>,
+    /// Workload signals in force, per node, with their action index.
+    signals: Mutex<BTreeMap<String, Vec<(usize, Signal)>>>,
     rng: Mutex<ChaCha8Rng>,
 }
 
@@ -71,7 +79,8 @@ where
 impl World {
     fn new(seed: u64, bugs: Bugs) -> Arc<World> {
         let start = madsim::time::Instant::now();
-        Arc::new(World {
+        let (aimed, mut crashes) = mpsc::unbounded();
+        let world = Arc::new(World {
             seed,
             bugs,
             history: Arc::new(History::new(start)),
@@ -81,8 +90,21 @@ impl World {
             nodes: Mutex::default(),
             active: Mutex::default(),
             held_down: Mutex::default(),
+            fired: Mutex::default(),
+            aimed,
+            signals: Mutex::default(),
             rng: Mutex::new(rng_for(seed, "world")),
-        })
+        });
+        // Carries out crashes aimed at an fsync. A disk reports them from
+        // inside its node's task, which must not kill itself mid-poll.
+        let weak = Arc::downgrade(&world);
+        madsim::task::spawn(async move {
+            while let Some((node, action, file)) = crashes.next().await {
+                let Some(world) = weak.upgrade() else { return };
+                world.crash_at_fsync(&node, action, file);
+            }
+        });
+        world
     }
 
     fn nodes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Node>> {
@@ -98,7 +120,11 @@ impl World {
         let index = self.nodes().len() as u32 + 1;
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, (index >> 8) as u8, index as u8));
         self.network.register(name, ip);
-        let disk = Arc::new(SimDisk::new(rng_for(self.seed, &format!("disk/{name}"))));
+        let (aimed, node) = (self.aimed.clone(), name.to_string());
+        let on_aimed_crash = Box::new(move |action, file| {
+            let _ = aimed.unbounded_send((node.clone(), action, file));
+        });
+        let disk = Arc::new(SimDisk::new(rng_for(self.seed, &format!("disk/{name}")), on_aimed_crash));
         let clock = Arc::new(SimClock::new(self.start));
         let (world, main, node_name) = (self.clone(), Arc::new(main), name.to_string());
         let handle = self
@@ -165,6 +191,24 @@ impl World {
         self.set_status(node, Status::Up);
     }
 
+    /// The workload signals in force for `node`, with the index of their action.
+    pub fn signals(&self, node: &str) -> Vec<(usize, Signal)> {
+        self.signals.lock().expect("signals").get(node).cloned().unwrap_or_default()
+    }
+
+    /// A sync of `file` on `node` met the crash action `action` aims at it: the
+    /// node loses power now and stays down until the window ends (or comes
+    /// back at once if the window is already over: its sync never returns).
+    fn crash_at_fsync(&self, node: &str, action: usize, file: String) {
+        if self.fired.lock().expect("fired").contains_key(&action) {
+            return;
+        }
+        self.fired.lock().expect("fired").insert(action, file.clone());
+        self.kill(node, Some(file));
+        // Down while the window holds; back at once if it is already over.
+        self.refresh();
+    }
+
     pub fn pause(&self, node: &str) {
         self.set_status(node, Status::Paused);
     }
@@ -184,10 +228,7 @@ impl World {
             return;
         }
         if want == Status::Down {
-            // madsim drops the node's tasks and paused work; the disk loses what was never synced.
-            self.handle.kill(id);
-            let lost = disk.crash();
-            self.history.fault(FaultRecord::Crash { target: name.to_string(), lost, during_fsync_of: None });
+            self.power_off(name, id, &disk, None);
             return;
         }
         if was == Status::Down {
@@ -198,6 +239,27 @@ impl World {
         if want == Status::Paused {
             self.handle.pause(id);
         }
+    }
+
+    /// Takes `name` down now (an aimed crash), recording what its disk lost.
+    fn kill(&self, name: &str, during_fsync_of: Option<String>) {
+        let (id, disk) = {
+            let mut nodes = self.nodes();
+            let n = nodes.get_mut(name).expect("known node");
+            if n.status == Status::Down {
+                return;
+            }
+            n.status = Status::Down;
+            (n.id, n.disk.clone())
+        };
+        self.power_off(name, id, &disk, during_fsync_of);
+    }
+
+    /// madsim drops the node's tasks and paused work; the disk loses what was never synced.
+    fn power_off(&self, name: &str, id: NodeId, disk: &SimDisk, during_fsync_of: Option<String>) {
+        self.handle.kill(id);
+        let lost = disk.crash();
+        self.history.fault(FaultRecord::Crash { target: name.to_string(), lost, during_fsync_of });
     }
 
     /// Executes `schedule` in the background, from the run's start.
@@ -243,6 +305,7 @@ impl World {
 
     fn end_fault(&self, i: usize, action: &FaultAction) {
         self.active.lock().expect("faults").remove(&i);
+        self.fired.lock().expect("fired").remove(&i);
         self.history.fault(FaultRecord::End { action: i, fault: action.fault.clone() });
         self.refresh();
     }
@@ -250,7 +313,9 @@ impl World {
     /// Brings partitions, message rules, disk and clock faults and node
     /// states in line with the faults in force.
     fn refresh(&self) {
-        let active: Vec<Fault> = self.active.lock().expect("faults").values().cloned().collect();
+        let active: Vec<(usize, Fault)> = self.active.lock().expect("faults").clone().into_iter().collect();
+        let fired = self.fired.lock().expect("fired").clone();
+        let mut signals: BTreeMap<String, Vec<(usize, Signal)>> = BTreeMap::new();
         let all: BTreeSet<String> = self.nodes().keys().cloned().collect();
         let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
         let one = |n: &String| BTreeSet::from([n.clone()]);
@@ -260,7 +325,7 @@ impl World {
         let mut skew: BTreeMap<&str, i64> = BTreeMap::new();
         let mut drift: BTreeMap<&str, i64> = BTreeMap::new();
         let mut status: BTreeMap<&str, Status> = BTreeMap::new();
-        for f in &active {
+        for (i, f) in &active {
             match f {
                 Fault::Partition { a, b } => {
                     blocks.push(Block { from: set(a), to: set(b) });
@@ -289,6 +354,11 @@ impl World {
                 Fault::Crash { node } => {
                     status.insert(node, Status::Down);
                 }
+                Fault::CrashAtFsync { node } if fired.contains_key(i) => {
+                    status.insert(node, Status::Down);
+                }
+                Fault::CrashAtFsync { node } => disks.entry(node).or_default().crash_at_fsync = Some(*i),
+                Fault::Signal { node, signal } => signals.entry(node.clone()).or_default().push((*i, *signal)),
                 Fault::Pause { node } => {
                     status.entry(node).or_insert(Status::Paused);
                 }
@@ -299,6 +369,7 @@ impl World {
         for name in &held_down {
             status.insert(name, Status::Down);
         }
+        *self.signals.lock().expect("signals") = signals;
         self.network.set_faults(blocks, rules);
         for name in &all {
             let (disk, clock) = (self.disk(name), self.clock(name));

@@ -19,6 +19,7 @@ use crate::{Config, Outcome, Ran, RunSpec, Scenario};
 use mqsim_core::{auditor, bookie, meta};
 use mqsim_sim::nemesis::Profile;
 use mqsim_sim::net::{Effect, FilterRule};
+use mqsim_sim::nemesis::Signal;
 use mqsim_sim::{world, Fault, FaultAction, FaultKind, Schedule};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -29,6 +30,8 @@ pub use checker::{check, Final};
 
 pub const SERVER: &str = "meta-0";
 pub const CHECKER: &str = "checker";
+pub const WRITER: &str = "writer-0";
+pub const RECOVERER: &str = "recoverer-0";
 const FAULT_PHASE: Duration = Duration::from_secs(40);
 
 /// `ledger-fencing` after its fault phase (40 s by default): the writer stops
@@ -100,14 +103,12 @@ const MESSAGE_KINDS: &[&str] = &[
 
 fn profile(plan: &Plan) -> Profile {
     let mut targets = plan.bookie_names();
-    targets.extend(["writer-0".to_string(), "recoverer-0".to_string()]);
-    let mut nodes = targets.clone();
-    nodes.push(SERVER.to_string());
+    targets.extend([WRITER.to_string(), RECOVERER.to_string(), SERVER.to_string()]);
     Profile {
-        nodes,
+        nodes: targets.clone(),
         targets,
         // Bookies keep one journal copy; at-rest damage is for the repair work to come.
-        kinds: FaultKind::ALL.iter().copied().filter(|k| *k != FaultKind::DiskCorrupt).collect(),
+        kinds: FaultKind::swarm().into_iter().filter(|k| *k != FaultKind::DiskCorrupt).collect(),
         message_kinds: MESSAGE_KINDS.to_vec(),
         fault_phase_ms: FAULT_PHASE.as_millis() as u64,
         max_corruptions_per_node: 0,
@@ -159,6 +160,35 @@ fn lagging_bookie(plan: &Plan, seed: u64) -> Vec<FaultAction> {
     ]
 }
 
+/// Aimed workload faults, each drawn for half the seeds (swarm-style):
+/// - a zombie writer: the writer freezes while the recoverer fences and
+///   recovers its ledger at once; when it wakes it goes on adding;
+/// - early fencing: every ledger created in the window is recovered as soon as
+///   it appears, within its first entries (often before they reach every bookie).
+fn aimed(seed: u64) -> Vec<FaultAction> {
+    let mut rng = mqsim_sim::rng_for(seed, "ledger/aimed");
+    let phase = FAULT_PHASE.as_millis() as u64;
+    let mut actions = Vec::new();
+    if rng.gen_bool(0.5) {
+        for _ in 0..rng.gen_range(1..=3) {
+            let at_ms = rng.gen_range(1_000..phase - 4_000);
+            let for_ms = rng.gen_range(1_500..=6_000).min(phase - at_ms);
+            actions.push(FaultAction { at_ms, for_ms, fault: Fault::Pause { node: WRITER.into() } });
+            let signal = Fault::Signal { node: RECOVERER.into(), signal: Signal::RecoverNow };
+            actions.push(FaultAction { at_ms: at_ms + 100, for_ms: for_ms - 100, fault: signal });
+        }
+    }
+    if rng.gen_bool(0.5) {
+        for _ in 0..rng.gen_range(1..=2) {
+            let at_ms = rng.gen_range(0..phase - 3_000);
+            let for_ms = rng.gen_range(3_000..=12_000).min(phase - at_ms);
+            let signal = Fault::Signal { node: RECOVERER.into(), signal: Signal::FenceEarly };
+            actions.push(FaultAction { at_ms, for_ms, fault: signal });
+        }
+    }
+    actions
+}
+
 impl Scenario for LedgerFencing {
     fn name(&self) -> &'static str {
         "ledger-fencing"
@@ -173,6 +203,7 @@ impl Scenario for LedgerFencing {
         let schedule = spec.schedule.clone().unwrap_or_else(|| {
             let mut drawn = spec.schedule_for(&profile(&plan));
             drawn.actions.extend(lagging_bookie(&plan, spec.seed));
+            drawn.actions.extend(aimed(spec.seed));
             drawn.actions.sort_by_key(|a| a.at_ms);
             drawn
         });
@@ -199,11 +230,11 @@ impl Scenario for LedgerFencing {
                 w.add_node(&b, |env| bookie::serve(env, SERVER.to_string()));
             }
             let (world, plan) = (w.clone(), run_plan.clone());
-            w.add_node("writer-0", move |env| {
+            w.add_node(WRITER, move |env| {
                 workload::writer(env, world.clone(), plan.clone(), t.writer_stop, max_ops)
             });
             let world = w.clone();
-            w.add_node("recoverer-0", move |env| {
+            w.add_node(RECOVERER, move |env| {
                 workload::recoverer(env, world.clone(), t.writer_stop, t.recover_until)
             });
             w.spawn_nemesis(run_schedule);
@@ -254,7 +285,13 @@ impl Scenario for LedgerRepair {
 
     fn resolve(&self, spec: &RunSpec) -> RunSpec {
         let (_, prof) = repair_losses(spec.seed);
-        resolve_ledger(spec, spec.schedule_for(&prof))
+        let schedule = spec.schedule.clone().unwrap_or_else(|| {
+            let mut drawn = spec.schedule_for(&prof);
+            drawn.actions.extend(aimed(spec.seed));
+            drawn.actions.sort_by_key(|a| a.at_ms);
+            drawn
+        });
+        resolve_ledger(spec, schedule)
     }
 
     fn nodes(&self, spec: &RunSpec) -> Vec<String> {
@@ -279,11 +316,11 @@ impl Scenario for LedgerRepair {
                 w.add_node(&b, bookie_with_autorecovery);
             }
             let (world, plan) = (w.clone(), run_plan.clone());
-            w.add_node("writer-0", move |env| {
+            w.add_node(WRITER, move |env| {
                 workload::writer(env, world.clone(), plan.clone(), writers_stop, max_ops)
             });
             let world = w.clone();
-            w.add_node("recoverer-0", move |env| workload::recoverer(env, world.clone(), writers_stop, recover_until));
+            w.add_node(RECOVERER, move |env| workload::recoverer(env, world.clone(), writers_stop, recover_until));
             w.spawn_nemesis(run_schedule);
             // Losses, returns and arrivals, in time order.
             let mut changes: Vec<(Duration, &str, Change)> =

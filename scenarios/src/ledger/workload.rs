@@ -7,6 +7,7 @@ use mqsim_core::bookie::{self, BookieError, Entry, EntryId, LedgerId};
 use mqsim_core::env::Env;
 use mqsim_core::ledger::{self, LedgerClient, LedgerError, LedgerMeta, State};
 use mqsim_sim::history::{Call, OpId, Ret};
+use mqsim_sim::nemesis::Signal;
 use mqsim_sim::World;
 use rand::Rng;
 use std::collections::BTreeSet;
@@ -117,24 +118,63 @@ async fn recover(env: &Env, world: &World, c: &LedgerClient, ledger: LedgerId) -
     closed
 }
 
-/// Recovers the writer's newest ledger every few seconds until `calm`; then
-/// closes every ledger still open, until `until`.
+/// Recovers the newest ledger, if it is open.
+async fn recover_newest(env: &Env, world: &World, c: &LedgerClient) {
+    let Ok(ledgers) = c.ledgers().await else { return };
+    if let Some(&newest) = ledgers.iter().max() {
+        if read_meta(env, world, c, newest).await.is_some_and(|m| m.state != State::Closed) {
+            recover(env, world, c, newest).await;
+        }
+    }
+}
+
+/// Recovers the writer's newest ledger every few seconds until `calm`, and
+/// when signalled: at once once per `recover-now` window, and every new
+/// ledger as soon as it appears during a `fence-early` window. Then closes
+/// every ledger still open, until `until`.
 pub async fn recoverer(env: Env, world: Arc<World>, calm: Duration, until: Duration) {
     let c = LedgerClient::new(&env, SERVER);
+    let every = || env.random_duration(Duration::from_secs(3), Duration::from_secs(10));
+    let mut next = world.elapsed() + every();
+    let mut served = BTreeSet::new();
+    // During a fence-early window: the newest ledger when it began.
+    let mut early_from: Option<Option<LedgerId>> = None;
     while world.elapsed() < calm {
-        env.sleep(env.random_duration(Duration::from_secs(3), Duration::from_secs(10))).await;
-        let Ok(ledgers) = c.ledgers().await else { continue };
-        if let Some(&newest) = ledgers.iter().max() {
-            if read_meta(&env, &world, &c, newest).await.is_some_and(|m| m.state != State::Closed) {
-                recover(&env, &world, &c, newest).await;
+        let signals = world.signals(&env.name);
+        if let Some(&(action, _)) = signals.iter().find(|(a, s)| *s == Signal::RecoverNow && !served.contains(a)) {
+            served.insert(action);
+            recover_newest(&env, &world, &c).await;
+        } else if signals.iter().any(|(_, s)| *s == Signal::FenceEarly) {
+            if let Ok(ledgers) = c.ledgers().await {
+                let newest = ledgers.iter().max().copied();
+                match early_from {
+                    None => early_from = Some(newest),
+                    Some(from) if newest > from => {
+                        early_from = Some(newest);
+                        recover_newest(&env, &world, &c).await;
+                    }
+                    Some(_) => {}
+                }
             }
+            env.sleep(Duration::from_millis(20)).await;
+            continue;
+        } else if world.elapsed() >= next {
+            recover_newest(&env, &world, &c).await;
+            next = world.elapsed() + every();
         }
+        early_from = None;
+        env.sleep(Duration::from_millis(100)).await;
     }
     // The writer has stopped: anything still open was abandoned.
     env.sleep(Duration::from_secs(1)).await;
     while world.elapsed() < until {
+        // A listing that failed says nothing about what is open: look again.
+        let Ok(ledgers) = c.ledgers().await else {
+            env.sleep(Duration::from_secs(1)).await;
+            continue;
+        };
         let mut open = 0;
-        for ledger in c.ledgers().await.unwrap_or_default() {
+        for ledger in ledgers {
             if !read_meta(&env, &world, &c, ledger).await.is_some_and(|m| m.state == State::Closed) {
                 open += 1;
                 recover(&env, &world, &c, ledger).await;

@@ -75,7 +75,7 @@ pub fn profile(plan: &Plan) -> Profile {
     Profile {
         targets: nodes.clone(),
         nodes,
-        kinds: FaultKind::ALL.to_vec(),
+        kinds: FaultKind::swarm(),
         message_kinds: vec!["OpenSession", "Heartbeat", "CloseSession", "Create", "Get", "Set", "Delete", "Children"],
         fault_phase_ms: FAULT_PHASE.as_millis() as u64,
         // The service mirrors its log in two files: it survives one damaged copy.
