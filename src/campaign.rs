@@ -27,6 +27,8 @@ pub struct Campaign {
     pub jobs: usize,
     pub out: PathBuf,
     pub watchdog: Duration,
+    /// Print a line for every seed that does not pass (besides the progress).
+    pub verbose: bool,
 }
 
 /// `A..B` (both ends included), `A..=B`, or a single seed.
@@ -129,7 +131,8 @@ impl Campaign {
                     // Every seed of a campaign has the same bugs: the title leaves them out.
                     let title = crate::case::title(&entry.scenario, entry.seed, &[]);
                     let file = self.out.join(&entry.case);
-                    progress.failure(&format!("{} -> {}", entry.verdict.headline(&title), file.display()));
+                    let line = format!("{} -> {}", entry.verdict.headline(&title), file.display());
+                    progress.failure(self.verbose.then_some(&line));
                     summary.cases.push(entry);
                 }
                 progress.step();
@@ -194,11 +197,13 @@ impl Progress {
         Progress { bar, total, done: AtomicUsize::new(0), failures: AtomicUsize::new(0), started: Instant::now() }
     }
 
-    fn failure(&self, line: &str) {
+    /// Counts a seed that did not pass, and prints its line if given one.
+    fn failure(&self, line: Option<&String>) {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => println!("{line}"),
+        match (&self.bar, line) {
+            (Some(bar), Some(line)) => bar.println(line),
+            (None, Some(line)) => println!("{line}"),
+            (_, None) => {}
         }
     }
 

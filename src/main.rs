@@ -4,6 +4,7 @@
 mod campaign;
 mod case;
 mod exec;
+mod hunt;
 mod openchaos;
 mod report;
 mod shrink;
@@ -71,6 +72,23 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Wall-clock seconds after which a seed is killed and reported as a hang.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Run a campaign per planted bug, over the scenarios meant to catch it, and
+    /// report which seeds catch it.
+    Hunt {
+        /// A planted bug, or `all`.
+        #[arg(long)]
+        bug: String,
+        /// Seeds A..B, both included (or one seed).
+        #[arg(long)]
+        seeds: String,
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Directory for the table and each bug's campaign.
+        #[arg(long)]
+        out: PathBuf,
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
@@ -167,6 +185,7 @@ fn main() -> ExitCode {
         Command::Campaign { scenario, seeds, jobs, shard, bug, out, timeout } => {
             campaign(&scenario, &seeds, jobs, shard.as_deref(), bug, out, timeout)
         }
+        Command::Hunt { bug, seeds, jobs, out, timeout } => hunt(&bug, &seeds, jobs, &out, timeout),
         Command::Replay { case, outputs, timeout } => replay(&case, outputs, timeout),
         Command::Shrink { case, out, max_runs, timeout } => shrink(&case, out, max_runs, timeout),
         Command::Report { command: ReportCommand::Merge { dirs, out } } => merge(&dirs, &out),
@@ -290,19 +309,11 @@ fn campaign(
     };
     let seeds = campaign::parse_seeds(seeds)?;
     let shard = shard.map(campaign::parse_shard).transpose()?;
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if jobs == 0 {
-        return Err(BadInput("--jobs must be at least 1".into()));
-    }
-    if out.exists() && !out.is_dir() {
-        return Err(BadInput(format!("{} exists and is not a directory", out.display())));
-    }
-    // Never mix two campaigns' case files, nor overwrite a report.
-    if out.join("summary.json").exists() || std::fs::read_dir(out.join("cases")).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(BadInput(format!("{} already holds campaign output; choose another --out", out.display())));
-    }
+    let jobs = job_count(jobs)?;
+    fresh_output(&out)?;
     let bugs = bug_list(bug)?;
-    let campaign = campaign::Campaign { scenarios, seeds, shard, bugs, jobs, out, watchdog: secs(timeout)? };
+    let campaign =
+        campaign::Campaign { scenarios, seeds, shard, bugs, jobs, out, watchdog: secs(timeout)?, verbose: true };
     let summary = campaign.run()?;
     for (name, s) in &summary.scenarios {
         let failed: Vec<String> = s.failed.iter().map(|(k, n)| format!("{k}={n}")).collect();
@@ -324,6 +335,49 @@ fn campaign(
         campaign.out.display()
     );
     Ok(if summary.failures() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `--jobs`, or one per core.
+fn job_count(jobs: Option<usize>) -> Result<usize, BadInput> {
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if jobs == 0 {
+        return Err(BadInput("--jobs must be at least 1".into()));
+    }
+    Ok(jobs)
+}
+
+/// An output directory that holds no campaign or hunt yet: never mix two
+/// runs' case files, nor overwrite a report.
+fn fresh_output(out: &Path) -> Result<(), BadInput> {
+    if out.exists() && !out.is_dir() {
+        return Err(BadInput(format!("{} exists and is not a directory", out.display())));
+    }
+    if out.join("summary.json").exists() || std::fs::read_dir(out.join("cases")).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(BadInput(format!("{} already holds campaign output; choose another --out", out.display())));
+    }
+    Ok(())
+}
+
+fn hunt(bug: &str, seeds: &str, jobs: Option<usize>, out: &Path, timeout: u64) -> Result<ExitCode, BadInput> {
+    let bugs = match bug {
+        "all" => Bug::ALL.to_vec(),
+        name => case::parse_bugs(&[name.to_string()])?.list(),
+    };
+    let seeds = campaign::parse_seeds(seeds)?;
+    let jobs = job_count(jobs)?;
+    fresh_output(out)?;
+    if bugs.iter().any(|b| out.join(b.name()).exists()) {
+        return Err(BadInput(format!("{} already holds hunt output; choose another --out", out.display())));
+    }
+    let hunt = hunt::hunt(&bugs, seeds, jobs, out, secs(timeout)?)?;
+    println!(
+        "hunt: {} bugs, {} escaped, in {:.1}s with {jobs} jobs; table in {}",
+        hunt.bugs.len(),
+        hunt.escaped(),
+        hunt.wall_seconds,
+        out.join("summary.md").display()
+    );
+    Ok(if hunt.escaped() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn secs(timeout: u64) -> Result<Duration, BadInput> {

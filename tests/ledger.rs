@@ -58,19 +58,6 @@ fn repair_passes_60_consecutive_seeds_and_repairs_something() {
     assert!(replicated > 60, "fragments were re-replicated: {replicated}");
 }
 
-/// Found by the 1,000-seed campaign: recovery read entry 2 from the ensemble it
-/// had just changed for its own rewrite of entry 1, found it "absent" there,
-/// and truncated acknowledged entries (L1).
-#[test]
-fn recovery_reads_from_the_ensembles_the_writer_used() {
-    let outcome = run_in("ledger-repair", 356, Bugs::none());
-    assert!(outcome.violations.is_empty(), "{:?}", outcome.violations[0]);
-    assert!(outcome
-        .history
-        .iter()
-        .any(|r| matches!(r.body, Body::Event(Event::Ledger(LedgerEvent::RecoveryClosed { .. })))));
-}
-
 #[test]
 fn an_auditor_marking_before_copying_is_caught() {
     caught_in("ledger-repair", Bug::AuditorMarksBeforeCopy, 1_000, &["L2", "L3"]);

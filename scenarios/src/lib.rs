@@ -135,6 +135,11 @@ pub trait Scenario: Sync {
     /// The nodes a fault action may name in a run of `spec` (those there from the start).
     fn nodes(&self, spec: &RunSpec) -> Vec<String>;
     fn run(&self, spec: &RunSpec) -> Outcome;
+    /// The planted bugs this scenario is meant to catch (`mqsim hunt` runs each
+    /// bug over the scenarios that name it).
+    fn bugs(&self) -> Vec<mqsim_core::bugs::Bug> {
+        Vec::new()
+    }
     /// The coverage probes this scenario's nodes can reach: those of the
     /// components it runs. A campaign reports the ones no seed reached.
     fn probes(&self) -> Vec<Probe> {

@@ -5,8 +5,8 @@
 //! durably holds):
 //!
 //! - **L1** no divergence: a closed ledger's last entry L is at least every
-//!   acknowledged entry; reads and every bookie of an entry's write set give
-//!   the payload that was acknowledged, if any;
+//!   acknowledged entry, and a writer's close is at its LAC; reads and every
+//!   bookie of an entry's write set give the payload that was acknowledged;
 //! - **L2** every acknowledged entry is readable through the protocol after
 //!   the faults stop;
 //! - **L3** every entry up to L is stored on at least Qa bookies of its write
@@ -146,6 +146,18 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
     }
 
     check_writers(&ops, &creator, &acked, &mut out);
+    // L1: a writer closes at its LAC, the last entry it acknowledged.
+    for o in &ops {
+        let (Call::Close { ledger }, Some(Ret::Close { last_entry })) = (o.call, o.ret()) else { continue };
+        let lac = acked.get(ledger).and_then(|a| a.keys().next_back()).copied().unwrap_or(-1);
+        if *last_entry != lac {
+            let detail = format!(
+                "ledger {ledger}: {} closed it at entry {last_entry}, but the last entry it acknowledged was {lac}",
+                o.describe()
+            );
+            out.add("L1", Some(o), detail);
+        }
+    }
     // L6: acknowledged ids are 0, 1, 2, … in the order the writer's client learned them.
     for (ledger, order) in &mut ack_order {
         order.sort_by_key(|(at, _, _)| *at);
@@ -605,6 +617,25 @@ mod tests {
         let mut h = writer(&values);
         finals(&mut h, meta(State::Closed, 1), &values);
         flags(h, &journals(&values), "L1");
+    }
+
+    #[test]
+    fn l1_a_close_that_is_not_at_the_writers_lac() {
+        let values = ["a", "b"];
+        let mut h = History::default();
+        h.op(W, 10, 20, Call::CreateLedger { e: 3, qw: 2, qa: 2 }, End::Ok(Ret::CreateLedger { ledger: 1 }));
+        for (i, v) in values.iter().enumerate() {
+            h.op(
+                W,
+                100 + i as u64,
+                105 + i as u64,
+                Call::Add { ledger: 1, value: v.to_string() },
+                End::Ok(Ret::Add { entry: i as i64 }),
+            );
+        }
+        h.op(W, 1_000, 1_010, Call::Close { ledger: 1 }, End::Ok(Ret::Close { last_entry: 2 }));
+        finals(&mut h, meta(State::Closed, 2), &values);
+        flags(h, &journals(&["a", "b", "x"]), "L1");
     }
 
     #[test]

@@ -16,10 +16,11 @@ mod checker;
 mod workload;
 
 use crate::{Config, Outcome, Ran, RunSpec, Scenario};
+use mqsim_core::bugs::Bug;
 use mqsim_core::{auditor, bookie, meta};
 use mqsim_sim::nemesis::Profile;
-use mqsim_sim::net::{Effect, FilterRule};
 use mqsim_sim::nemesis::Signal;
+use mqsim_sim::net::{Effect, FilterRule};
 use mqsim_sim::{world, Fault, FaultAction, FaultKind, Schedule};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -218,6 +219,16 @@ impl Scenario for LedgerFencing {
         crate::probes_of(&["meta", "wal", "rpc", "bookie", "writer", "recovery"])
     }
 
+    fn bugs(&self) -> Vec<Bug> {
+        vec![
+            Bug::BookieAckBeforeFsync,
+            Bug::RecoveryReadsNoFence,
+            Bug::RecoveryStartAtLac,
+            Bug::WriterIgnoresFenced,
+            Bug::FenceOneResponse,
+        ]
+    }
+
     fn run(&self, spec: &RunSpec) -> Outcome {
         let spec = self.resolve(spec);
         let plan = Plan::draw(spec.seed);
@@ -230,13 +241,9 @@ impl Scenario for LedgerFencing {
                 w.add_node(&b, |env| bookie::serve(env, SERVER.to_string()));
             }
             let (world, plan) = (w.clone(), run_plan.clone());
-            w.add_node(WRITER, move |env| {
-                workload::writer(env, world.clone(), plan.clone(), t.writer_stop, max_ops)
-            });
+            w.add_node(WRITER, move |env| workload::writer(env, world.clone(), plan.clone(), t.writer_stop, max_ops));
             let world = w.clone();
-            w.add_node(RECOVERER, move |env| {
-                workload::recoverer(env, world.clone(), t.writer_stop, t.recover_until)
-            });
+            w.add_node(RECOVERER, move |env| workload::recoverer(env, world.clone(), t.writer_stop, t.recover_until));
             w.spawn_nemesis(run_schedule);
             w.sleep_until(t.final_read).await;
             let world = w.clone();
@@ -302,6 +309,10 @@ impl Scenario for LedgerRepair {
         mqsim_core::probe::Probe::ALL.to_vec()
     }
 
+    fn bugs(&self) -> Vec<Bug> {
+        vec![Bug::AuditorMarksBeforeCopy]
+    }
+
     fn run(&self, spec: &RunSpec) -> Outcome {
         let spec = self.resolve(spec);
         let plan = Plan::draw(spec.seed);
@@ -316,9 +327,7 @@ impl Scenario for LedgerRepair {
                 w.add_node(&b, bookie_with_autorecovery);
             }
             let (world, plan) = (w.clone(), run_plan.clone());
-            w.add_node(WRITER, move |env| {
-                workload::writer(env, world.clone(), plan.clone(), writers_stop, max_ops)
-            });
+            w.add_node(WRITER, move |env| workload::writer(env, world.clone(), plan.clone(), writers_stop, max_ops));
             let world = w.clone();
             w.add_node(RECOVERER, move |env| workload::recoverer(env, world.clone(), writers_stop, recover_until));
             w.spawn_nemesis(run_schedule);

@@ -103,6 +103,10 @@ impl Scenario for Meta {
         RunSpec { config, schedule: Some(spec.schedule_for(&profile(&plan))), ..spec.clone() }
     }
 
+    fn bugs(&self) -> Vec<mqsim_core::bugs::Bug> {
+        vec![mqsim_core::bugs::Bug::MetaAckBeforeFsync]
+    }
+
     fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
         crate::probes_of(&["meta", "wal", "rpc"])
     }
