@@ -223,9 +223,9 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
         let last = meta.last_entry;
         if let Some((entry, a)) = adds.range(last + 1..).next() {
             let detail = format!(
-                "ledger {ledger} closed at entry {last}, but entry {entry} was acknowledged ({} at {})",
-                a.op.describe(),
-                secs(a.op.end)
+                "ledger {ledger} closed at entry {last}, but entry {entry} was acknowledged at {} ({})",
+                secs(a.op.end),
+                a.op.describe()
             );
             out.add("L1", Some(a.op), detail);
         }
