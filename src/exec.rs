@@ -232,7 +232,8 @@ pub fn write_outputs(
         crate::write_atomically(path, &svg)?;
     }
     if let Some(path) = &outputs.openchaos {
-        crate::write_atomically(path, &crate::openchaos::export(&outcome.history))?;
+        let text = crate::openchaos::export(&outcome.history).map_err(BadInput)?;
+        crate::write_atomically(path, &text)?;
     }
     Ok(())
 }

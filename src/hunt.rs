@@ -5,9 +5,10 @@
 //! escape, and the hunt fails.
 
 use crate::campaign::Campaign;
-use crate::case::build_id;
+use crate::case::{build_id, Verdict};
 use crate::BadInput;
 use mqsim_core::bugs::Bug;
+use mqsim_scenarios::{JUDGED_NOTHING, UNREADABLE};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -36,11 +37,12 @@ pub struct Caught {
     pub about: String,
     pub scenarios: Vec<String>,
     pub seeds: u64,
-    /// Seeds that did not pass.
-    pub failed: u64,
-    /// The lowest failing seed and its scenario.
+    /// Seeds on which an invariant of the system failed (not a panic, a hang,
+    /// an unreadable history or a checker that judged nothing).
+    pub caught: u64,
+    /// The lowest of those seeds and its scenario.
     pub first: Option<(String, u64)>,
-    /// Failing seeds by invariant (or panic, hang).
+    /// Seeds that did not pass, by invariant (or panic, hang).
     pub invariants: BTreeMap<String, u64>,
     /// This bug's campaign output, relative to the hunt's directory.
     pub campaign: String,
@@ -51,7 +53,7 @@ impl Caught {
         if self.seeds == 0 {
             0.0
         } else {
-            100.0 * self.failed as f64 / self.seeds as f64
+            100.0 * self.caught as f64 / self.seeds as f64
         }
     }
 
@@ -62,7 +64,7 @@ impl Caught {
             Some((scenario, seed)) => format!(
                 "{}: {} of {} seeds fail ({:.1}%), first at {scenario} seed {seed}; {}",
                 self.bug,
-                self.failed,
+                self.caught,
                 self.seeds,
                 self.share(),
                 fired.join(" ")
@@ -78,12 +80,14 @@ impl Caught {
 /// `out/<bug>/` and the table to `out/summary.{md,json}`.
 pub fn hunt(bugs: &[Bug], seeds: (u64, u64), jobs: usize, out: &Path, watchdog: Duration) -> Result<Hunt, BadInput> {
     let started = Instant::now();
+    let scenarios_of =
+        |bug: &Bug| -> Vec<_> { mqsim_scenarios::all().iter().copied().filter(|s| s.bugs().contains(bug)).collect() };
+    if let Some(bug) = bugs.iter().find(|b| scenarios_of(b).is_empty()) {
+        return Err(BadInput(format!("no scenario is meant to catch {}", bug.name())));
+    }
     let mut rows = Vec::new();
     for bug in bugs {
-        let scenarios: Vec<_> = mqsim_scenarios::all().iter().copied().filter(|s| s.bugs().contains(bug)).collect();
-        if scenarios.is_empty() {
-            return Err(BadInput(format!("no scenario is meant to catch {}", bug.name())));
-        }
+        let scenarios = scenarios_of(bug);
         let dir = PathBuf::from(bug.name());
         let campaign = Campaign {
             scenarios: scenarios.clone(),
@@ -107,14 +111,14 @@ pub fn hunt(bugs: &[Bug], seeds: (u64, u64), jobs: usize, out: &Path, watchdog: 
                 }
             }
         }
-        let first =
-            summary.cases.iter().min_by_key(|c| (c.seed, c.scenario.clone())).map(|c| (c.scenario.clone(), c.seed));
+        let caught: Vec<_> = summary.cases.iter().filter(|c| catches(&c.verdict)).collect();
+        let first = caught.iter().min_by_key(|c| (c.seed, c.scenario.clone())).map(|c| (c.scenario.clone(), c.seed));
         let row = Caught {
             bug: bug.name().into(),
             about: bug.describe().into(),
             scenarios: scenarios.iter().map(|s| s.name().to_string()).collect(),
             seeds: summary.seeds_run(),
-            failed: summary.failures(),
+            caught: caught.len() as u64,
             first,
             invariants,
             campaign: dir.display().to_string(),
@@ -136,6 +140,11 @@ pub fn hunt(bugs: &[Bug], seeds: (u64, u64), jobs: usize, out: &Path, watchdog: 
     Ok(hunt)
 }
 
+/// Whether a verdict shows the planted bug: an invariant of the system failed.
+fn catches(verdict: &Verdict) -> bool {
+    matches!(verdict, Verdict::Fail { invariant, .. } if invariant != UNREADABLE && invariant != JUDGED_NOTHING)
+}
+
 impl Hunt {
     pub fn escaped(&self) -> usize {
         self.bugs.iter().filter(|b| b.first.is_none()).count()
@@ -146,7 +155,7 @@ impl Hunt {
         let _ = writeln!(md, "# mqsim hunt\n");
         let _ = writeln!(md, "- seeds {} per scenario; build `{}`", self.seeds, self.build);
         let _ = writeln!(md, "- {:.1} s of wall-clock time with {} jobs\n", self.wall_seconds, self.jobs);
-        let _ = writeln!(md, "| bug | scenarios | seeds | failing | first failing seed | invariants fired |");
+        let _ = writeln!(md, "| bug | scenarios | seeds | caught | first failing seed | invariants fired |");
         let _ = writeln!(md, "|---|---|---:|---:|---|---|");
         for b in &self.bugs {
             let first = b.first.as_ref().map_or("**escaped**".to_string(), |(s, seed)| format!("{s} {seed}"));
@@ -157,7 +166,7 @@ impl Hunt {
                 b.bug,
                 b.scenarios.join(", "),
                 b.seeds,
-                b.failed,
+                b.caught,
                 b.share(),
                 fired.join(", ")
             );

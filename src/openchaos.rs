@@ -45,10 +45,10 @@ use std::collections::BTreeMap;
 /// One line of the export, kept with its time so ops and faults interleave in order.
 type Line = (u64, usize, String);
 
-/// The client operations of `records` in OpenMessaging-Chaos history format.
-/// A history whose operations cannot be joined exports its faults only.
-pub fn export(records: &[Record]) -> String {
-    let ops = ops(records).unwrap_or_default();
+/// The client operations of `records` in OpenMessaging-Chaos history format;
+/// an error when the history's operations cannot be joined.
+pub fn export(records: &[Record]) -> Result<String, String> {
+    let ops = ops(records).map_err(|v| format!("the history cannot be exported: {}", v.detail))?;
     let last = records.iter().map(|r| r.t).max().unwrap_or(0);
     let mut clients: BTreeMap<&str, usize> = BTreeMap::new();
     let mut sent_ms: BTreeMap<&str, u64> = BTreeMap::new();
@@ -75,7 +75,7 @@ pub fn export(records: &[Record]) -> String {
         lines.push((r.t, usize::MAX / 2 + i, format!("fault\t{}\t{phase}\t{}", FaultKind::of(fault).name(), ms(r.t))));
     }
     lines.sort_by_key(|(t, k, _)| (*t, *k));
-    lines.into_iter().map(|(_, _, l)| l + "\n").collect()
+    Ok(lines.into_iter().map(|(_, _, l)| l + "\n").collect())
 }
 
 /// The OpenChaos op one of ours is, with the value it carries and its ledger.
@@ -92,8 +92,8 @@ fn queue_op<'a>(o: &Op<'a>) -> Option<(&'static str, Option<&'a str>, u64)> {
 fn respond(o: &Op, client: usize, op: &str, ledger: u64, sent_ms: &BTreeMap<&str, u64>, t: u64) -> String {
     let (result, extra) = match o.outcome {
         Outcome::Ok(ret) => ("SUCCESS", details(ret)),
-        Outcome::Fail(e) => ("FAILURE", format!("{{\"error\":{:?}}}", clean(e))),
-        Outcome::Info(e) => ("UNKNOWN", format!("{{\"error\":{:?}}}", clean(e))),
+        Outcome::Fail(e) => ("FAILURE", serde_json::json!({ "error": e }).to_string()),
+        Outcome::Info(e) => ("UNKNOWN", serde_json::json!({ "error": e }).to_string()),
         Outcome::Pending => ("UNKNOWN", "never completed".into()),
     };
     let latency = ms(t).saturating_sub(ms(o.start));
@@ -146,7 +146,13 @@ mod tests {
     }
 
     fn lines(records: &[Record]) -> Vec<String> {
-        export(records).lines().map(String::from).collect()
+        export(records).unwrap().lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn an_unreadable_history_is_an_error() {
+        let h = [rec(1, "writer-0", Body::Ok { id: 9, ret: Ret::Add { entry: 0 } })];
+        assert!(export(&h).unwrap_err().contains("never invoked"));
     }
 
     #[test]

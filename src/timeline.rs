@@ -40,7 +40,14 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
 
     // Each invocation with its completion; an operation may never complete.
     // A history the join cannot read is drawn without its operations.
-    let ops: Vec<Op> = mqsim_scenarios::ops::ops(records).unwrap_or_default();
+    let (ops, unreadable): (Vec<Op>, _) = match mqsim_scenarios::ops::ops(records) {
+        Ok(ops) => (ops, None),
+        Err(v) => (Vec::new(), Some(v.detail)),
+    };
+    let title = match &unreadable {
+        Some(why) => format!("{title} (operations not drawn: {why})"),
+        None => title.to_string(),
+    };
     // Fault windows and instants, paired by the action index of start and end.
     let mut shades: Vec<Shade> = Vec::new();
     let mut open_faults = BTreeMap::new();
@@ -133,7 +140,7 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
         };
     }
     let _ = write!(s, "</style>\n<rect width=\"{WIDTH}\" height=\"{height:.1}\" fill=\"#fff\"/>\n");
-    let _ = writeln!(s, "<title>{0}</title><text class=\"t\" x=\"10\" y=\"22\">{0}</text>", Esc(title));
+    let _ = writeln!(s, "<title>{0}</title><text class=\"t\" x=\"10\" y=\"22\">{0}</text>", Esc(&title));
     s.push_str(&legend);
 
     // Lanes, alternately shaded, with their names.

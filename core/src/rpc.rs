@@ -127,6 +127,8 @@ struct State {
     callees: BTreeMap<String, u64>,
     /// Calls executed, per (caller, caller incarnation).
     seen: BTreeMap<(String, u64), Seen>,
+    /// Calls that gave up waiting, so an answer to them is a late one.
+    gave_up: std::collections::BTreeSet<u64>,
 }
 
 impl Rpc {
@@ -197,7 +199,9 @@ impl Rpc {
             Some(tx) => {
                 let _ = tx.send(answer);
             }
-            None => self.events.probe(Probe::RpcLateAnswer),
+            // A late answer, or a duplicated copy of one already taken.
+            None if self.lock().gave_up.remove(&id) => self.events.probe(Probe::RpcLateAnswer),
+            None => {}
         }
     }
 
@@ -237,7 +241,9 @@ impl Rpc {
                     return Err(RpcError::Timeout);
                 }
                 _ => {
-                    self.lock().calls.remove(&id);
+                    let mut st = self.lock();
+                    st.calls.remove(&id);
+                    st.gave_up.insert(id);
                     return Err(RpcError::Timeout);
                 }
             }

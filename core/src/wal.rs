@@ -48,8 +48,9 @@ pub struct Recovered {
     pub dropped_tail_bytes: u64,
     /// Copies that end in a damaged header and were left alone.
     pub damaged_copies: u64,
-    /// Reads of the log before it parsed (damage seen on read may be transient).
-    pub read_attempts: usize,
+    /// Reads of the log that found damage before one parsed (damage seen on
+    /// read may be transient).
+    pub damaged_reads: usize,
 }
 
 impl Recovered {
@@ -59,7 +60,7 @@ impl Recovered {
             (self.repaired > 0, Probe::WalCopyRepaired),
             (self.dropped_tail_bytes > 0, Probe::WalTornTailCut),
             (self.damaged_copies > 0, Probe::WalDamagedCopyKept),
-            (self.read_attempts > 1, Probe::WalDamageWasTransient),
+            (self.damaged_reads > 0, Probe::WalDamageWasTransient),
         ]
         .into_iter()
         .filter_map(|(reached, p)| reached.then_some(p))
@@ -149,7 +150,7 @@ impl Wal {
     /// every recovered record again (so one later flip at rest is survivable).
     pub async fn open(disk: Arc<dyn Disk>, name: &str, copies: usize) -> Result<(Wal, Recovered), WalError> {
         let files: Vec<String> = (0..copies).map(|i| format!("{name}.{i}")).collect();
-        let mut attempt = 0;
+        let (mut attempt, mut damaged_reads) = (0, 0);
         let (parsed, mut recovered) = loop {
             attempt += 1;
             let attempt_result = files
@@ -159,8 +160,9 @@ impl Wal {
                 .map_err(WalError::from)
                 .and_then(|parsed| Ok((merge(&parsed)?, parsed)));
             match attempt_result {
-                Ok((rec, parsed)) => break (parsed, Recovered { read_attempts: attempt, ..rec }),
+                Ok((rec, parsed)) => break (parsed, Recovered { damaged_reads, ..rec }),
                 Err(e) if attempt >= READ_ATTEMPTS => return Err(e),
+                Err(WalError::Corrupt { .. }) => damaged_reads += 1,
                 Err(_) => {}
             }
         };

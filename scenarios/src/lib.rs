@@ -8,7 +8,8 @@ pub mod selftest;
 use mqsim_core::bugs::Bugs;
 use mqsim_core::probe::Probe;
 use mqsim_sim::nemesis::Profile;
-use mqsim_sim::{Record, Schedule};
+use mqsim_sim::nemesis::Signal;
+use mqsim_sim::{Fault, Record, Schedule};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -140,6 +141,10 @@ pub trait Scenario: Sync {
     fn bugs(&self) -> Vec<mqsim_core::bugs::Bug> {
         Vec::new()
     }
+    /// The workload signals this scenario's nodes answer to.
+    fn signals(&self) -> Vec<(&'static str, Signal)> {
+        Vec::new()
+    }
     /// The coverage probes this scenario's nodes can reach: those of the
     /// components it runs. A campaign reports the ones no seed reached.
     fn probes(&self) -> Vec<Probe> {
@@ -190,6 +195,14 @@ pub fn validate(scenario: &dyn Scenario, spec: &RunSpec) -> Result<(), String> {
         }
         if a.at_ms.checked_add(a.for_ms).is_none_or(|end| end > limit_ms) {
             return Err(format!("fault action {i} ends after the {} s limit of a run", limit_ms / 1000));
+        }
+        if a.fault.windowed() && a.for_ms == 0 {
+            return Err(format!("fault action {i} needs a window (for_ms of at least 1)"));
+        }
+        if let Fault::Signal { node, signal } = &a.fault {
+            if !scenario.signals().iter().any(|(n, s)| n == node && s == signal) {
+                return Err(format!("fault action {i}: {node} of {name} does not answer the signal {signal:?}"));
+            }
         }
     }
     Ok(())

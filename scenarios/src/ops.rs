@@ -80,6 +80,30 @@ impl<'a> Op<'a> {
     }
 }
 
+/// The violations a checker found: at most [`Report::MAX`], in the order found.
+#[derive(Default)]
+pub struct Report(Vec<Violation>);
+
+impl Report {
+    pub const MAX: usize = 20;
+
+    /// A violation, about client operation `op` when there is one.
+    pub fn add(&mut self, invariant: &'static str, op: Option<&Op>, detail: String) {
+        if self.0.len() < Report::MAX {
+            self.0.push(Violation { invariant, detail, op: op.map(|o| o.id) });
+        }
+    }
+
+    /// A violation about client operation `op`.
+    pub fn at(&mut self, invariant: &'static str, op: &Op, detail: String) {
+        self.add(invariant, Some(op), detail);
+    }
+
+    pub fn violations(self) -> Vec<Violation> {
+        self.0
+    }
+}
+
 pub fn secs(us: u64) -> String {
     if us == u64::MAX {
         return "never".into();

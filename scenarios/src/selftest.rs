@@ -30,6 +30,7 @@ fn profile() -> Profile {
     Profile {
         targets: nodes.clone(),
         nodes,
+        durable: Vec::new(),
         kinds: vec![FaultKind::Crash, FaultKind::Pause],
         message_kinds: Vec::new(),
         fault_phase_ms: PHASE.as_millis() as u64,

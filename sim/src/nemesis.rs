@@ -85,6 +85,11 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Whether the fault holds for a window (the others happen at an instant).
+    pub fn windowed(&self) -> bool {
+        !matches!(self, Fault::DiskCorrupt { .. } | Fault::ClockJump { .. })
+    }
+
     /// The nodes the fault names.
     pub fn nodes(&self) -> Vec<&str> {
         match self {
@@ -243,8 +248,11 @@ impl FaultKind {
 pub struct Profile {
     /// Every node, for partitions.
     pub nodes: Vec<String>,
-    /// Nodes that may crash, pause, lose disk data or suffer clock faults.
+    /// Nodes that may crash, pause or suffer clock faults.
     pub targets: Vec<String>,
+    /// Nodes whose disks hold state: disk faults and crashes aimed at an fsync
+    /// strike these only (elsewhere they would do nothing).
+    pub durable: Vec<String>,
     pub kinds: Vec<FaultKind>,
     /// Message kinds that per-kind rules pick from.
     pub message_kinds: Vec<&'static str>,
@@ -283,8 +291,7 @@ impl Schedule {
                 }
                 *n += 1;
             }
-            let instant = matches!(fault, Fault::DiskCorrupt { .. } | Fault::ClockJump { .. });
-            let for_ms = if instant { 0 } else { rng.gen_range(300..=12_000).min(profile.fault_phase_ms - t) };
+            let for_ms = if fault.windowed() { rng.gen_range(300..=12_000).min(profile.fault_phase_ms - t) } else { 0 };
             actions.push(FaultAction { at_ms: t, for_ms, fault });
         }
         Schedule { actions }
@@ -301,7 +308,15 @@ impl Schedule {
 }
 
 fn draw(p: &Profile, kind: FaultKind, rng: &mut ChaCha8Rng) -> Option<Fault> {
-    let node = p.targets.choose(rng)?.clone();
+    let on_disk = matches!(
+        kind,
+        FaultKind::CrashAtFsync
+            | FaultKind::DiskCorrupt
+            | FaultKind::DiskReadFlips
+            | FaultKind::DiskErrors
+            | FaultKind::SlowFsync
+    );
+    let node = if on_disk { p.durable.choose(rng)?.clone() } else { p.targets.choose(rng)?.clone() };
     let any = |rng: &mut ChaCha8Rng| p.nodes.choose(rng).cloned();
     Some(match kind {
         FaultKind::Crash => Fault::Crash { node },

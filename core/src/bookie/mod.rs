@@ -47,10 +47,7 @@ pub async fn serve(env: Env, meta_server: String) {
 /// Keeps an ephemeral `/bookies/<name>` key alive, re-registering after expiry.
 pub async fn keep_registered(env: Env, meta: MetaClient) {
     let path = format!("{REGISTRY}/{}", env.name);
-    for attempt in 0.. {
-        if attempt > 0 {
-            env.probe(Probe::BookieReregistered);
-        }
+    loop {
         let Ok(session) = meta.open_session(SESSION_TIMEOUT).await else {
             env.sleep(Duration::from_millis(500)).await;
             continue;
@@ -59,10 +56,15 @@ pub async fn keep_registered(env: Env, meta: MetaClient) {
         let registered = loop {
             match meta.create(&path, env.name.clone().into_bytes(), Some(session), false).await {
                 Ok(_) => break true,
-                Err(MetaError::NodeExists) => {
-                    env.probe(Probe::BookieRemovedOldRegistration);
-                    let _ = meta.delete(&path, None).await;
-                }
+                Err(MetaError::NodeExists) => match meta.get(&path).await {
+                    // Our own create, whose answer was lost.
+                    Ok(Some((_, stat))) if stat.owner == Some(session) => break true,
+                    Ok(_) => {
+                        env.probe(Probe::BookieRemovedOldRegistration);
+                        let _ = meta.delete(&path, None).await;
+                    }
+                    Err(_) => env.sleep(Duration::from_millis(200)).await,
+                },
                 Err(MetaError::SessionExpired) => break false,
                 Err(_) => env.sleep(Duration::from_millis(200)).await,
             }
@@ -71,6 +73,7 @@ pub async fn keep_registered(env: Env, meta: MetaClient) {
             loop {
                 env.sleep(SESSION_TIMEOUT / 3).await;
                 if meta.heartbeat(session).await == Err(MetaError::SessionExpired) {
+                    env.probe(Probe::BookieReregistered);
                     break;
                 }
             }

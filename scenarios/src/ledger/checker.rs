@@ -11,9 +11,10 @@
 //!   the faults stop;
 //! - **L3** every entry up to L is stored on at least Qa bookies of its write
 //!   set (Qw once repaired);
-//! - **L4** one writer per ledger: adds are acknowledged only to the client
-//!   that created the ledger, and none invoked after a recovering client was
-//!   told the ledger is fenced;
+//! - **L4** one writer per ledger: adds are acknowledged only to the node that
+//!   created the ledger and to one incarnation of it (each value a writer sends
+//!   names both), and none invoked after a recovering client was told the
+//!   ledger is fenced;
 //! - **L5** after repair, no ledger names a lost bookie;
 //! - **L6** entry ids are dense from 0 and acknowledged in entry order (the
 //!   order in which the writer's client learned them), and every entry up to
@@ -28,7 +29,7 @@
 //!   [`BOUND`] (unless its node crashed), every ledger ends closed, and the
 //!   final reads are answered.
 
-use crate::ops::{ops, secs, Op};
+use crate::ops::{ops, secs, Op, Outcome, Report};
 use crate::{Violation, JUDGED_NOTHING};
 use mqsim_core::bookie::{self, EntryId, LedgerId};
 use mqsim_core::env::{Event, LedgerEvent};
@@ -39,7 +40,6 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Once the faults stop, every operation completes within this many
 /// microseconds of simulated time (or of its invocation, if later).
 pub const BOUND: u64 = 15_000_000;
-const MAX_REPORTED: usize = 20;
 
 /// The payloads a bookie durably holds, by (ledger, entry).
 pub type Payloads = BTreeMap<(LedgerId, EntryId), Vec<u8>>;
@@ -97,30 +97,24 @@ struct Acked<'a> {
     op: &'a Op<'a>,
 }
 
-/// Collects violations, at most [`MAX_REPORTED`].
-struct Report(Vec<Violation>);
-
-impl Report {
-    fn add(&mut self, invariant: &'static str, op: Option<&Op>, detail: String) {
-        if self.0.len() < MAX_REPORTED {
-            self.0.push(Violation { invariant, detail, op: op.map(|o| o.id) });
-        }
-    }
-}
-
 pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
     let ops = match ops(history) {
         Ok(ops) => ops,
         Err(v) => return vec![v],
     };
     let checker = |o: &&Op| o.node == super::CHECKER;
-    let mut out = Report(Vec::new());
+    let mut out = Report::default();
 
     // Acknowledged adds per ledger, and who created each ledger.
     let mut creator: BTreeMap<LedgerId, &str> = BTreeMap::new();
     let mut acked: BTreeMap<LedgerId, BTreeMap<EntryId, Acked>> = BTreeMap::new();
     let mut ack_order: BTreeMap<LedgerId, Vec<(usize, EntryId, &Op)>> = BTreeMap::new();
+    // Every value an add to each ledger sent, acknowledged or not.
+    let mut sent: BTreeMap<LedgerId, BTreeSet<&str>> = BTreeMap::new();
     for o in &ops {
+        if let Call::Add { ledger, value } = o.call {
+            sent.entry(*ledger).or_default().insert(value);
+        }
         match (o.call, o.ret()) {
             (Call::CreateLedger { .. }, Some(Ret::CreateLedger { ledger })) => {
                 creator.insert(*ledger, o.node);
@@ -142,7 +136,7 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
     }
     if acked.is_empty() {
         out.add(JUDGED_NOTHING, None, "no add was acknowledged in the whole run".into());
-        return out.0;
+        return out.violations();
     }
 
     check_writers(&ops, &creator, &acked, &mut out);
@@ -188,7 +182,7 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
     }
     let Some(listed) = listed else {
         out.add("LL", None, "the metadata service did not list the ledgers after the faults stopped".into());
-        return out.0;
+        return out.violations();
     };
     // L8: every ledger an operation named is still there.
     let named = ops.iter().filter_map(|o| {
@@ -211,11 +205,12 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
         }
     }
     let reads = final_reads(&ops);
+    let changes = writer_changes(history, &creator);
     let no_acks = BTreeMap::new();
     for (ledger, &(version, meta)) in &finals {
         let adds = acked.get(ledger).unwrap_or(&no_acks);
         check_closed(&ops, *ledger, meta, &mut out);
-        check_ensembles(history, *ledger, version, meta, creator.get(ledger).copied(), &mut out);
+        check_ensembles(*ledger, version, meta, changes.get(ledger).map_or(&[], Vec::as_slice), &mut out);
         if meta.state != State::Closed {
             out.add("LL", None, format!("ledger {ledger} is still {:?} after the faults stopped", meta.state));
             continue;
@@ -229,10 +224,11 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
             );
             out.add("L1", Some(a.op), detail);
         }
+        let sent = sent.get(ledger).cloned().unwrap_or_default();
         for entry in 0..=last {
             let expected = adds.get(&entry);
-            check_read(*ledger, entry, expected, reads.get(&(*ledger, entry)), &mut out);
-            check_copies(fin, *ledger, meta, entry, expected, &mut out);
+            let read = check_read(*ledger, entry, expected, &sent, reads.get(&(*ledger, entry)), &mut out);
+            check_copies(fin, *ledger, meta, entry, expected, read, &mut out);
         }
         if let Some(registered) = &fin.registered {
             let lost: BTreeSet<&String> =
@@ -261,7 +257,13 @@ pub fn check(history: &[Record], fin: &Final) -> Vec<Violation> {
         }
     }
     check_liveness(history, &ops, fin, &mut out);
-    out.0
+    out.violations()
+}
+
+/// The writer that sent an add: a node and one incarnation of it, which
+/// every value it sends names (`node.incarnation.counter`).
+fn writer_of<'a>(a: &Acked<'a>) -> (&'a str, &'a str) {
+    (a.op.node, a.value.rsplit_once('.').map_or("", |(w, _)| w))
 }
 
 /// L4: adds are acknowledged only to the ledger's creator, and none invoked
@@ -290,6 +292,19 @@ fn check_writers(
             );
             out.add("L4", Some(a.op), detail);
         }
+        let mut writers = adds.values().map(|a| (writer_of(a), a));
+        if let Some((first, one)) = writers.next() {
+            if let Some((_, other)) = writers.find(|(w, _)| *w != first) {
+                let detail = format!(
+                    "ledger {ledger}: adds of two writers were acknowledged: {} ({:?}) and {} ({:?})",
+                    one.op.describe(),
+                    one.value,
+                    other.op.describe(),
+                    other.value
+                );
+                out.add("L4", Some(other.op), detail);
+            }
+        }
         let Some(f) = fenced.get(ledger) else { continue };
         if let Some((entry, a)) = adds.iter().find(|(_, a)| a.op.start > f.end) {
             let detail = format!(
@@ -312,12 +327,24 @@ fn final_reads<'a>(ops: &'a [Op<'a>]) -> BTreeMap<(LedgerId, EntryId), &'a Op<'a
         .collect()
 }
 
-/// L1, L2 and L6 for one entry of a closed ledger, from the reader's answer.
-fn check_read(ledger: LedgerId, entry: EntryId, expected: Option<&Acked>, read: Option<&&Op>, out: &mut Report) {
+/// L1, L2 and L6 for one entry of a closed ledger, from the reader's answer:
+/// an acknowledged entry reads as acknowledged; any other entry up to the last
+/// reads as a value some add to the ledger sent. Returns the value read.
+fn check_read<'a>(
+    ledger: LedgerId,
+    entry: EntryId,
+    expected: Option<&Acked>,
+    sent: &BTreeSet<&str>,
+    read: Option<&&'a Op<'a>>,
+    out: &mut Report,
+) -> Option<&'a str> {
     let at = expected.map(|a| a.op);
-    match (read.map(|o| (o, o.ret())), expected) {
-        (None, _) => out.add("LL", at, format!("ledger {ledger} entry {entry} was never read by the final reads")),
-        (Some((o, Some(Ret::ReadEntry { value }))), Some(a)) if value != a.value => {
+    let Some(o) = read else {
+        out.add("LL", at, format!("ledger {ledger} entry {entry} was never read by the final reads"));
+        return None;
+    };
+    match (o.outcome, expected) {
+        (Outcome::Ok(Ret::ReadEntry { value }), Some(a)) if value != a.value => {
             let detail = format!(
                 "ledger {ledger} entry {entry}: {} read {value:?}, but {:?} was acknowledged ({})",
                 o.describe(),
@@ -326,8 +353,18 @@ fn check_read(ledger: LedgerId, entry: EntryId, expected: Option<&Acked>, read: 
             );
             out.add("L1", at, detail);
         }
-        (Some((_, Some(_))), _) => {}
-        (Some((o, None)), Some(a)) => {
+        (Outcome::Ok(Ret::ReadEntry { value }), None) if !sent.contains(value.as_str()) => {
+            let detail =
+                format!("ledger {ledger} entry {entry}: {} read {value:?}, which no add to it sent", o.describe());
+            out.add("L1", Some(o), detail);
+        }
+        (Outcome::Ok(Ret::ReadEntry { value }), _) => return Some(value),
+        (Outcome::Pending, _) => out.add(
+            "LL",
+            Some(o),
+            format!("ledger {ledger} entry {entry}: the final read never ended ({})", o.describe()),
+        ),
+        (_, Some(a)) => {
             let detail = format!(
                 "ledger {ledger} entry {entry} was acknowledged ({}) but cannot be read through the protocol: {}",
                 a.op.describe(),
@@ -335,7 +372,7 @@ fn check_read(ledger: LedgerId, entry: EntryId, expected: Option<&Acked>, read: 
             );
             out.add("L2", at, detail);
         }
-        (Some((o, None)), None) => {
+        (_, None) => {
             let detail = format!(
                 "ledger {ledger} is closed past entry {entry}, which cannot be read: {}",
                 o.error().unwrap_or("no answer")
@@ -343,15 +380,19 @@ fn check_read(ledger: LedgerId, entry: EntryId, expected: Option<&Acked>, read: 
             out.add("L6", Some(o), detail);
         }
     }
+    None
 }
 
-/// L1 and L3 for one entry of a closed ledger, from the bookies' journals.
+/// L1 and L3 for one entry of a closed ledger, from the bookies' journals:
+/// every copy on its write set holds the acknowledged payload (or, for an
+/// entry never acknowledged, the one read), and Qa (Qw) copies exist.
 fn check_copies(
     fin: &Final,
     ledger: LedgerId,
     meta: &LedgerMeta,
     entry: EntryId,
     expected: Option<&Acked>,
+    read: Option<&str>,
     out: &mut Report,
 ) {
     let need = if fin.repaired { meta.qw } else { meta.qa };
@@ -360,14 +401,15 @@ fn check_copies(
     let copies: Vec<(&String, &Vec<u8>)> =
         set.iter().filter_map(|b| Some((b, fin.stored.get(b)?.as_ref().ok()?.get(&(ledger, entry))?))).collect();
     let at = expected.map(|a| a.op);
-    if let Some(a) = expected {
-        if let Some((b, other)) = copies.iter().find(|(_, p)| p.as_slice() != a.value.as_bytes()) {
+    let (value, what) = match (expected, read) {
+        (Some(a), _) => (Some(a.value), "was acknowledged"),
+        (None, Some(v)) => (Some(v), "was read"),
+        (None, None) => (None, ""),
+    };
+    if let Some(v) = value {
+        if let Some((b, other)) = copies.iter().find(|(_, p)| p.as_slice() != v.as_bytes()) {
             let other = String::from_utf8_lossy(other);
-            out.add(
-                "L1",
-                at,
-                format!("ledger {ledger} entry {entry}: {b} holds {other:?}, but {:?} was acknowledged", a.value),
-            );
+            out.add("L1", at, format!("ledger {ledger} entry {entry}: {b} holds {other:?}, but {v:?} {what}"));
         }
     }
     if copies.len() < need {
@@ -438,39 +480,48 @@ fn check_closed(ops: &[Op], ledger: LedgerId, fin: &LedgerMeta, out: &mut Report
     }
 }
 
+/// The ensemble changes each ledger's writer was told succeeded: (record
+/// index, first entry, ensemble, metadata version made).
+type WriterChanges<'a> = BTreeMap<LedgerId, Vec<(usize, EntryId, &'a Vec<String>, u64)>>;
+
+fn writer_changes<'a>(history: &'a [Record], creator: &BTreeMap<LedgerId, &str>) -> WriterChanges<'a> {
+    let mut changes: WriterChanges = BTreeMap::new();
+    for (i, r) in history.iter().enumerate() {
+        if let Body::Event(Event::Ledger(LedgerEvent::EnsembleChanged {
+            ledger,
+            from_entry,
+            ensemble,
+            version: Some(made),
+        })) = &r.body
+        {
+            if creator.get(ledger) == Some(&r.node.as_str()) {
+                changes.entry(*ledger).or_default().push((i, *from_entry, ensemble, *made));
+            }
+        }
+    }
+    changes
+}
+
 /// L8: every ensemble change the ledger's writer was told succeeded is in the
 /// final metadata: the final version is not older than the one the change
 /// made, and if it is that version, it holds the change. (A later version may
 /// have replaced it: a recovery, a re-replication, or the writer's own
 /// compare-and-set whose answer it never got.)
 fn check_ensembles(
-    history: &[Record],
     ledger: LedgerId,
     version: u64,
     fin: &LedgerMeta,
-    creator: Option<&str>,
+    changes: &[(usize, EntryId, &Vec<String>, u64)],
     out: &mut Report,
 ) {
-    for (i, r) in history.iter().enumerate() {
-        let Body::Event(Event::Ledger(LedgerEvent::EnsembleChanged {
-            ledger: l,
-            from_entry,
-            ensemble,
-            version: Some(made),
-        })) = &r.body
-        else {
-            continue;
-        };
-        if *l != ledger || Some(r.node.as_str()) != creator {
-            continue;
-        }
-        let lost = match version.cmp(made) {
+    for &(i, from_entry, ensemble, made) in changes {
+        let lost = match version.cmp(&made) {
             std::cmp::Ordering::Less => true,
-            std::cmp::Ordering::Equal => fin.ensembles.get(from_entry) != Some(ensemble),
+            std::cmp::Ordering::Equal => fin.ensembles.get(&from_entry) != Some(ensemble),
             std::cmp::Ordering::Greater => false,
         };
         if lost {
-            let now = fin.ensembles.get(from_entry).map_or("no such fragment".to_string(), |e| format!("{e:?}"));
+            let now = fin.ensembles.get(&from_entry).map_or("no such fragment".to_string(), |e| format!("{e:?}"));
             let detail = format!(
                 "ledger {ledger}: the writer changed the ensemble from entry {from_entry} to {ensemble:?} as version {made} (record {i}), but the final metadata, version {version}, has {now}"
             );
@@ -646,6 +697,27 @@ mod tests {
     }
 
     #[test]
+    fn l1_an_entry_nobody_sent_or_copies_that_disagree() {
+        // Entry 2 was never acknowledged, and no add sent the value read there.
+        let mut h = writer(&["a", "b"]);
+        h.records.retain(|r| {
+            !matches!(r.body, Body::Ok { ret: Ret::Close { .. }, .. } | Body::Invoke { call: Call::Close { .. }, .. })
+        });
+        finals(&mut h, meta(State::Closed, 2), &["a", "b", "zzz"]);
+        flags(h, &journals(&["a", "b", "zzz"]), "L1");
+        // Entry 2 was sent (not acknowledged) and read, but a bookie holds another payload.
+        let mut h = writer(&["a", "b"]);
+        h.records.retain(|r| {
+            !matches!(r.body, Body::Ok { ret: Ret::Close { .. }, .. } | Body::Invoke { call: Call::Close { .. }, .. })
+        });
+        h.op(W, 500, 600, Call::Add { ledger: 1, value: "c".into() }, End::Info);
+        finals(&mut h, meta(State::Closed, 2), &["a", "b", "c"]);
+        let mut fin = journals(&["a", "b", "c"]);
+        fin.stored.get_mut("bookie-2").unwrap().as_mut().unwrap().insert((1, 2), b"other".to_vec());
+        flags(h, &fin, "L1");
+    }
+
+    #[test]
     fn l2_an_acknowledged_entry_that_cannot_be_read() {
         let values = ["a", "b", "c"];
         let mut h = writer(&values);
@@ -689,6 +761,17 @@ mod tests {
         let (mut h, fin) = valid();
         h.op("writer-1", 500, 505, Call::Add { ledger: 1, value: "d".into() }, End::Ok(Ret::Add { entry: 9 }));
         flags(h, &fin, "L4");
+    }
+
+    #[test]
+    fn l4_adds_of_two_incarnations_of_the_writer() {
+        let mut h = History::default();
+        h.op(W, 10, 20, Call::CreateLedger { e: 3, qw: 2, qa: 2 }, End::Ok(Ret::CreateLedger { ledger: 1 }));
+        h.op(W, 100, 105, Call::Add { ledger: 1, value: "writer-0.0000000a.1".into() }, End::Ok(Ret::Add { entry: 0 }));
+        h.op(W, 110, 115, Call::Add { ledger: 1, value: "writer-0.0000000b.1".into() }, End::Ok(Ret::Add { entry: 1 }));
+        let values = ["writer-0.0000000a.1", "writer-0.0000000b.1"];
+        finals(&mut h, meta(State::Closed, 1), &values);
+        flags(h, &journals(&values), "L4");
     }
 
     #[test]
@@ -803,6 +886,25 @@ mod tests {
         let (mut h, fin) = valid();
         h.op(W, 51_000, 0, Call::Add { ledger: 1, value: "late".into() }, End::Pending);
         flags(h, &fin, "LL");
+    }
+
+    #[test]
+    fn ll_a_final_read_that_never_ends() {
+        let values = ["a", "b"];
+        let mut h = writer(&values);
+        h.op(CHECKER, 60_000, 60_001, Call::ListLedgers, End::Ok(Ret::ListLedgers { ledgers: vec![1] }));
+        let m = meta(State::Closed, 1);
+        h.op(CHECKER, 60_002, 60_003, Call::ReadMeta { ledger: 1 }, End::Ok(Ret::ReadMeta { version: 10, meta: m }));
+        h.op(
+            CHECKER,
+            60_010,
+            60_020,
+            Call::ReadEntry { ledger: 1, entry: 0 },
+            End::Ok(Ret::ReadEntry { value: "a".into() }),
+        );
+        h.op(CHECKER, 79_990, 0, Call::ReadEntry { ledger: 1, entry: 1 }, End::Pending);
+        let found = invariants(h, &journals(&values));
+        assert_eq!(found, vec!["LL"], "a read still under way at the end is liveness, not a lost entry");
     }
 
     #[test]

@@ -105,9 +105,12 @@ const MESSAGE_KINDS: &[&str] = &[
 fn profile(plan: &Plan) -> Profile {
     let mut targets = plan.bookie_names();
     targets.extend([WRITER.to_string(), RECOVERER.to_string(), SERVER.to_string()]);
+    let mut durable = plan.bookie_names();
+    durable.push(SERVER.to_string());
     Profile {
         nodes: targets.clone(),
         targets,
+        durable,
         // Bookies keep one journal copy; at-rest damage is for the repair work to come.
         kinds: FaultKind::swarm().into_iter().filter(|k| *k != FaultKind::DiskCorrupt).collect(),
         message_kinds: MESSAGE_KINDS.to_vec(),
@@ -153,11 +156,7 @@ fn lagging_bookie(plan: &Plan, seed: u64) -> Vec<FaultAction> {
     };
     vec![
         FaultAction { at_ms, for_ms, fault: rule("Fence", None, Effect::Drop { percent: 100 }) },
-        FaultAction {
-            at_ms,
-            for_ms,
-            fault: rule("Add", Some("writer-0"), Effect::Delay { ms: rng.gen_range(100..900) }),
-        },
+        FaultAction { at_ms, for_ms, fault: rule("Add", Some(WRITER), Effect::Delay { ms: rng.gen_range(100..900) }) },
     ]
 }
 
@@ -217,6 +216,10 @@ impl Scenario for LedgerFencing {
 
     fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
         crate::probes_of(&["meta", "wal", "rpc", "bookie", "writer", "recovery"])
+    }
+
+    fn signals(&self) -> Vec<(&'static str, Signal)> {
+        vec![(RECOVERER, Signal::RecoverNow), (RECOVERER, Signal::FenceEarly)]
     }
 
     fn bugs(&self) -> Vec<Bug> {
@@ -309,6 +312,10 @@ impl Scenario for LedgerRepair {
         mqsim_core::probe::Probe::ALL.to_vec()
     }
 
+    fn signals(&self) -> Vec<(&'static str, Signal)> {
+        vec![(RECOVERER, Signal::RecoverNow), (RECOVERER, Signal::FenceEarly)]
+    }
+
     fn bugs(&self) -> Vec<Bug> {
         vec![Bug::AuditorMarksBeforeCopy]
     }
@@ -381,5 +388,6 @@ fn repair_losses(seed: u64) -> (Losses, Profile) {
     let back = (names[1].clone(), away_at + away_for);
     let mut prof = profile(&plan);
     prof.targets.retain(|t| !lost.iter().any(|(b, _)| b == t));
+    prof.durable.retain(|t| !lost.iter().any(|(b, _)| b == t));
     (Losses { lost, back }, prof)
 }

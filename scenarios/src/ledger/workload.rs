@@ -246,22 +246,15 @@ pub async fn final_reads(env: Env, world: Arc<World>) {
 
 /// Every (ledger, bookie) whose fence some recovery saw acknowledged.
 fn fence_acks(world: &World) -> BTreeSet<(LedgerId, String)> {
-    use mqsim_sim::history::Body;
     let records = world.history.records();
-    let fences: std::collections::BTreeMap<u64, LedgerId> = records
-        .iter()
-        .filter_map(|r| match &r.body {
-            Body::Invoke { id, call: Call::Fence { ledger } } => Some((*id, *ledger)),
+    // The history is this run's own, recorded by these workloads: it joins.
+    let ops = crate::ops::ops(&records).unwrap_or_default();
+    ops.iter()
+        .filter_map(|o| match (o.call, o.ret()) {
+            (Call::Fence { ledger }, Some(Ret::Fence { bookies, .. })) => Some((*ledger, bookies)),
             _ => None,
         })
-        .collect();
-    records
-        .iter()
-        .filter_map(|r| match &r.body {
-            Body::Ok { id, ret: Ret::Fence { bookies, .. } } => Some((fences.get(id)?, bookies)),
-            _ => None,
-        })
-        .flat_map(|(ledger, bookies)| bookies.iter().map(|b| (*ledger, b.clone())))
+        .flat_map(|(ledger, bookies)| bookies.iter().map(move |b| (ledger, b.clone())))
         .collect()
 }
 

@@ -75,6 +75,7 @@ pub fn profile(plan: &Plan) -> Profile {
     Profile {
         targets: nodes.clone(),
         nodes,
+        durable: vec![SERVER.to_string()],
         kinds: FaultKind::swarm(),
         message_kinds: vec!["OpenSession", "Heartbeat", "CloseSession", "Create", "Get", "Set", "Delete", "Children"],
         fault_phase_ms: FAULT_PHASE.as_millis() as u64,

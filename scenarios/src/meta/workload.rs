@@ -107,7 +107,8 @@ pub async fn client(env: Env, world: Arc<World>, timeline: Timeline, max_ops: Op
             50..=55 => Request::Delete { path: key.clone(), version: known.filter(|_| cas) },
             56..=60 => Request::Children { path: "/k".into() },
             61..=70 => {
-                let path = format!("/e/{}-{counter}", env.name);
+                // Named by incarnation too: a restarted client starts counting again.
+                let path = format!("/e/{}-{incarnation:08x}-{counter}", env.name);
                 Request::Create { path, value, ephemeral: Some(s), sequential: false }
             }
             71..=82 => Request::Children { path: "/e".into() },
