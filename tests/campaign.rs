@@ -188,7 +188,7 @@ fn bad_campaign_and_case_input_gets_one_line_and_exit_2() {
     // A real case file, then broken copies of it.
     let good = dir.join("good.json");
     let (code, _, _) =
-        mqsim(&["run", "--scenario", "meta", "--seed", "8", "--bug", "meta-ack-before-fsync", "--case", s(&good)]);
+        mqsim(&["run", "--scenario", "meta", "--seed", "2", "--bug", "meta-ack-before-fsync", "--case", s(&good)]);
     assert_eq!(code, 1);
     let text = std::fs::read_to_string(&good).unwrap();
     let broken = |name: &str, body: &str| {
@@ -217,6 +217,22 @@ fn bad_campaign_and_case_input_gets_one_line_and_exit_2() {
         v["config"]["clients"] = 0.into();
         v.to_string()
     });
+    let with_action = |name: &str, action: Value| {
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        v["schedule"]["actions"].as_array_mut().unwrap().push(action);
+        broken(name, &v.to_string())
+    };
+    let zero_window =
+        with_action("window.json", serde_json::json!({"at_ms": 1000, "for_ms": 0, "kind": "crash", "node": "meta-0"}));
+    let signal =
+        serde_json::json!({"at_ms": 1000, "for_ms": 500, "kind": "signal", "node": "meta-0", "signal": "recover-now"});
+    let unanswered = with_action("signal.json", signal.clone());
+    let mut nosuch = signal;
+    nosuch["signal"] = "nosuch".into();
+    let unknown_signal = with_action("nosuch-signal.json", nosuch);
+    one_line_error(&["replay", s(&zero_window)], "needs a window");
+    one_line_error(&["replay", s(&unanswered)], "does not answer the signal");
+    one_line_error(&["replay", s(&unknown_signal)], "is not a valid case file");
     one_line_error(&["replay", s(&unknown_node)], "not a node of meta");
     one_line_error(&["replay", s(&no_clients)], "is not a valid case file");
     one_line_error(&["replay", s(&zero_clients)], "clients must be 1 to");
