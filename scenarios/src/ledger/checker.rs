@@ -602,16 +602,15 @@ mod tests {
         h
     }
 
+    /// A successful read of ledger 1's metadata by `node`, started at `t` (ms).
+    fn read_meta(h: &mut History, node: &str, t: u64, version: u64, m: LedgerMeta) {
+        h.op(node, t, t + 1, Call::ReadMeta { ledger: 1 }, End::Ok(Ret::ReadMeta { version, meta: m }));
+    }
+
     /// The checker node's final reads: listing, metadata, entries, and fence probes.
     fn finals(h: &mut History, m: LedgerMeta, values: &[&str]) {
         h.op(CHECKER, 60_000, 60_001, Call::ListLedgers, End::Ok(Ret::ListLedgers { ledgers: vec![1] }));
-        h.op(
-            CHECKER,
-            60_002,
-            60_003,
-            Call::ReadMeta { ledger: 1 },
-            End::Ok(Ret::ReadMeta { version: 10, meta: m.clone() }),
-        );
+        read_meta(h, CHECKER, 60_002, 10, m.clone());
         for e in 0..=m.last_entry {
             let value = values.get(e as usize).map_or("x".to_string(), |v| v.to_string());
             h.op(CHECKER, 60_010, 60_020, Call::ReadEntry { ledger: 1, entry: e }, End::Ok(Ret::ReadEntry { value }));
@@ -637,13 +636,7 @@ mod tests {
     #[test]
     fn a_valid_history_passes() {
         let (mut h, fin) = valid();
-        h.op(
-            R,
-            2_000,
-            2_010,
-            Call::ReadMeta { ledger: 1 },
-            End::Ok(Ret::ReadMeta { version: 10, meta: meta(State::Closed, 2) }),
-        );
+        read_meta(&mut h, R, 2_000, 10, meta(State::Closed, 2));
         h.op(
             CHECKER,
             60_100,
@@ -722,13 +715,7 @@ mod tests {
         let values = ["a", "b", "c"];
         let mut h = writer(&values);
         h.op(CHECKER, 60_000, 60_001, Call::ListLedgers, End::Ok(Ret::ListLedgers { ledgers: vec![1] }));
-        h.op(
-            CHECKER,
-            60_002,
-            60_003,
-            Call::ReadMeta { ledger: 1 },
-            End::Ok(Ret::ReadMeta { version: 10, meta: meta(State::Closed, 2) }),
-        );
+        read_meta(&mut h, CHECKER, 60_002, 10, meta(State::Closed, 2));
         for e in 0..3 {
             let end = if e == 1 { End::Info } else { End::Ok(Ret::ReadEntry { value: values[e as usize].into() }) };
             h.op(CHECKER, 60_010, 60_020, Call::ReadEntry { ledger: 1, entry: e }, end);
@@ -797,13 +784,7 @@ mod tests {
         let (mut h, fin) = valid();
         h.records.retain(|r| r.node != CHECKER);
         h.op(CHECKER, 60_000, 60_001, Call::ListLedgers, End::Ok(Ret::ListLedgers { ledgers: vec![1] }));
-        h.op(
-            CHECKER,
-            60_002,
-            60_003,
-            Call::ReadMeta { ledger: 1 },
-            End::Ok(Ret::ReadMeta { version: 10, meta: meta(State::Closed, 3) }),
-        );
+        read_meta(&mut h, CHECKER, 60_002, 10, meta(State::Closed, 3));
         for (e, v) in ["a", "b", "c"].iter().enumerate() {
             h.op(
                 CHECKER,
@@ -833,13 +814,7 @@ mod tests {
     #[test]
     fn l8_a_closed_ledger_reopened_or_missing_or_an_ensemble_change_lost() {
         let (mut h, fin) = valid();
-        h.op(
-            R,
-            2_000,
-            2_010,
-            Call::ReadMeta { ledger: 1 },
-            End::Ok(Ret::ReadMeta { version: 3, meta: meta(State::Open, -1) }),
-        );
+        read_meta(&mut h, R, 2_000, 3, meta(State::Open, -1));
         flags(h, &fin, "L8");
         let (mut h, fin) = valid();
         h.op(W, 3_000, 3_010, Call::CreateLedger { e: 3, qw: 2, qa: 2 }, End::Ok(Ret::CreateLedger { ledger: 2 }));
@@ -860,20 +835,8 @@ mod tests {
         assert_eq!(invariants(h, &fin), Vec::<&str>::new());
         // The version going back between two reads.
         let (mut h, fin) = valid();
-        h.op(
-            R,
-            1_100,
-            1_110,
-            Call::ReadMeta { ledger: 1 },
-            End::Ok(Ret::ReadMeta { version: 10, meta: meta(State::Closed, 2) }),
-        );
-        h.op(
-            R,
-            1_200,
-            1_210,
-            Call::ReadMeta { ledger: 1 },
-            End::Ok(Ret::ReadMeta { version: 9, meta: meta(State::Closed, 2) }),
-        );
+        read_meta(&mut h, R, 1_100, 10, meta(State::Closed, 2));
+        read_meta(&mut h, R, 1_200, 9, meta(State::Closed, 2));
         flags(h, &fin, "L8");
     }
 
@@ -894,7 +857,7 @@ mod tests {
         let mut h = writer(&values);
         h.op(CHECKER, 60_000, 60_001, Call::ListLedgers, End::Ok(Ret::ListLedgers { ledgers: vec![1] }));
         let m = meta(State::Closed, 1);
-        h.op(CHECKER, 60_002, 60_003, Call::ReadMeta { ledger: 1 }, End::Ok(Ret::ReadMeta { version: 10, meta: m }));
+        read_meta(&mut h, CHECKER, 60_002, 10, m);
         h.op(
             CHECKER,
             60_010,

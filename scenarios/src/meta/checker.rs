@@ -650,6 +650,12 @@ mod tests {
         h
     }
 
+    /// A listing of `dir` by `node`, started at `t` (ms), that found `names`.
+    fn list(h: &mut History, node: &str, t: u64, dir: &str, names: &[&str], zxid: u64) {
+        let children = names.iter().map(|n| n.to_string()).collect();
+        h.op(node, t, t + 10, Call::Children { key: dir.into() }, End::Ok(Ret::Children { children, zxid }));
+    }
+
     fn finals(h: &mut History, at: u64) {
         h.op(CHECKER, at, at + 50, Call::FinalReads, End::Ok(Ret::FinalReads));
         h.op(
@@ -779,13 +785,7 @@ mod tests {
     fn k7_a_deleted_key_listed_again() {
         let mut h = base();
         h.op("c", 50, 60, Call::Delete { key: "/k/1".into(), version: None }, End::Ok(Ret::Delete { zxid: 2 }));
-        h.op(
-            "d",
-            70,
-            80,
-            Call::Children { key: "/k".into() },
-            End::Ok(Ret::Children { children: vec!["1".into()], zxid: 2 }),
-        );
+        list(&mut h, "d", 70, "/k", &["1"], 2);
         flags(h, "K7");
     }
 
@@ -795,13 +795,7 @@ mod tests {
         let eph = Call::Create { key: "/e/c-1".into(), value: "e".into(), session: Some(7), sequential: false };
         h.op("c", 50, 60, eph, created("/e/c-1", stat(2, 2, 0, Some(7))));
         h.op("c", 70, 80, Call::CloseSession { session: 7 }, End::Ok(Ret::CloseSession { zxid: 3 }));
-        h.op(
-            "d",
-            90,
-            100,
-            Call::Children { key: "/e".into() },
-            End::Ok(Ret::Children { children: vec!["c-1".into()], zxid: 3 }),
-        );
+        list(&mut h, "d", 90, "/e", &["c-1"], 3);
         flags(h, "K7");
     }
 
