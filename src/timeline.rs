@@ -527,7 +527,7 @@ mod tests {
             rule: FilterRule {
                 from: None,
                 to: None,
-                kind: Some("Fence".into()),
+                kind: Some(mqsim_core::bookie::kind::FENCE),
                 reply: None,
                 effect: Effect::Drop { percent: 50 },
             },

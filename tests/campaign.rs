@@ -230,6 +230,10 @@ fn bad_campaign_and_case_input_gets_one_line_and_exit_2() {
     let mut nosuch = signal;
     nosuch["signal"] = "nosuch".into();
     let unknown_signal = with_action("nosuch-signal.json", nosuch);
+    let rule = serde_json::json!({"kind": "Fenc", "effect": "drop", "percent": 100});
+    let unknown_kind =
+        with_action("kind.json", serde_json::json!({"at_ms": 1000, "for_ms": 500, "kind": "filter", "rule": rule}));
+    one_line_error(&["replay", s(&unknown_kind)], "unknown message kind 'Fenc' (known: OpenSession, ");
     one_line_error(&["replay", s(&zero_window)], "needs a window");
     one_line_error(&["replay", s(&unanswered)], "does not answer the signal");
     one_line_error(&["replay", s(&unknown_signal)], "is not a valid case file");

@@ -272,7 +272,7 @@ fn a_per_kind_filter_drops_only_the_matching_messages_for_its_window() {
     let rule = FilterRule {
         from: Some("probe".into()),
         to: None,
-        kind: Some("Get".into()),
+        kind: Some(mqsim_core::meta::kind::GET),
         reply: None,
         effect: Effect::Drop { percent: 100 },
     };
@@ -405,4 +405,89 @@ fn a_node_the_scenario_crashes_stays_down_through_later_fault_windows() {
         w.restart("bookie-x");
         assert!(w.is_up("bookie-x"));
     });
+}
+
+/// A node serving two protocols (the metadata service and a bookie that
+/// registers with it) answers both, each from its own queue.
+#[test]
+fn a_node_serves_two_protocols_at_once() {
+    let answers = on_node(
+        3,
+        |w| {
+            w.add_node("both", |env| async move {
+                madsim::task::spawn(meta::serve(env.clone()));
+                mqsim_core::bookie::serve(env, "both".into()).await
+            })
+        },
+        |env, _| async move {
+            let rpc = env.rpc();
+            let meta_req = meta::Request::Children { path: mqsim_core::bookie::REGISTRY.into() };
+            let lac_req = mqsim_core::bookie::Request::ReadLac { ledger: 1, fence: false };
+            let mut answers = Vec::new();
+            for _ in 0..30 {
+                env.sleep(Duration::from_millis(500)).await;
+                let listed = rpc.call::<meta::Meta>("both", &meta_req, Duration::from_secs(1)).await;
+                let lac = rpc.call::<mqsim_core::bookie::Bookie>("both", &lac_req, Duration::from_secs(1)).await;
+                answers.push((listed.map(|r| r.result), lac));
+            }
+            answers
+        },
+    );
+    let registered = Ok(Ok(meta::Reply::Children(vec!["both".into()])));
+    let last = answers.last().unwrap();
+    assert_eq!(last.0, registered, "{answers:?}");
+    assert_eq!(last.1, Ok(mqsim_core::bookie::Response::Lac(-1)), "{answers:?}");
+}
+
+/// Each component draws from its own stream: an extra draw in one (the
+/// workload) leaves the draws of another (ledger placement) on the same node
+/// as they were, though both run interleaved with timers in between.
+#[test]
+fn a_new_draw_in_one_component_leaves_another_components_draws_unchanged() {
+    let run = |extra: bool| {
+        on_node(
+            5,
+            |_| {},
+            move |env, _| async move {
+                let (workload, placement) = (env.random("workload"), env.random("ledger-placement"));
+                let mut decided = Vec::new();
+                for _ in 0..20 {
+                    env.sleep(workload.duration(Duration::from_millis(1), Duration::from_millis(50))).await;
+                    if extra {
+                        workload.range(0..10u32);
+                    }
+                    decided.push(placement.range(0..1_000_000u32));
+                }
+                decided
+            },
+        )
+    };
+    assert_eq!(run(false), run(true));
+}
+
+/// A session keeps itself alive while its owner is busy, and tells the owner
+/// when the service expired it (here: the node is cut off for longer than
+/// the session's timeout).
+#[test]
+fn a_session_keeps_alive_on_its_own_and_signals_expiry() {
+    let (alive_after_busy, expired_when_cut_off) = on_node(
+        4,
+        |w| {
+            with_meta(w);
+            let isolate = Fault::Isolate { node: "probe".into() };
+            w.spawn_nemesis(Schedule { actions: vec![FaultAction { at_ms: 20_000, for_ms: 8_000, fault: isolate }] });
+        },
+        |env, world| async move {
+            let session = meta::Session::open(&env, &client(&env), Duration::from_secs(4)).await;
+            // The owner is busy for 15 s without touching the session.
+            env.sleep(Duration::from_secs(15)).await;
+            let alive = !session.is_expired() && session.lock("/lock").await == meta::Lock::Taken;
+            // Re-entrant: the lock it holds is its own.
+            let again = session.lock("/lock").await == meta::Lock::AlreadyOurs;
+            session.expired().await;
+            (alive && again, world.elapsed() >= Duration::from_secs(20))
+        },
+    );
+    assert!(alive_after_busy);
+    assert!(expired_when_cut_off);
 }

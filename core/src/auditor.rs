@@ -11,10 +11,12 @@ use crate::bookie::{self, EntryId, LedgerId};
 use crate::bugs::Bug;
 use crate::env::{Env, LedgerEvent};
 use crate::ledger::{self, write_set, LedgerClient, LedgerError, State};
-use crate::meta::MetaError;
+use crate::meta::{Lock, Session};
 use crate::probe::Probe;
+use futures::future::select;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 pub const UNDER_REPLICATED: &str = "/underreplicated";
@@ -27,32 +29,57 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 /// Requests to bookies in flight at once while checking or copying.
 const PARALLEL: usize = 32;
 
-/// Runs the auditor election and the replication worker until the node dies.
+/// Runs the auditor election and the replication worker until the node dies,
+/// each with its own session.
 pub async fn run(env: Env, meta_server: String) {
+    madsim::task::spawn(replication_worker(env.clone(), meta_server.clone()));
+    auditor(env, meta_server).await
+}
+
+/// Competes for the auditor lock and audits while it holds it.
+async fn auditor(env: Env, meta_server: String) {
     let c = LedgerClient::new(&env, &meta_server);
-    // When this worker first saw each open ledger waiting for replication.
-    let mut waiting_since: BTreeMap<LedgerId, Duration> = BTreeMap::new();
+    let random = env.random("auditor");
     let mut verified = BTreeSet::new();
     loop {
-        let Ok(session) = c.meta.open_session(SESSION_TIMEOUT).await else {
-            env.sleep(Duration::from_millis(500)).await;
-            continue;
-        };
-        let mut leader = false;
-        loop {
-            env.sleep(AUDIT_INTERVAL).await;
-            if c.meta.heartbeat(session).await == Err(MetaError::SessionExpired) {
-                if leader {
-                    env.probe(Probe::SessionExpiredHoldingLock);
+        let session = Session::open(&env, &c.meta, SESSION_TIMEOUT).await;
+        let leader = AtomicBool::new(false);
+        let passes = async {
+            loop {
+                env.sleep(random.jitter(AUDIT_INTERVAL)).await;
+                leader.store(session.lock(AUDITOR_LOCK).await.held(), Relaxed);
+                if leader.load(Relaxed) {
+                    env.probe(Probe::AuditorElected);
+                    let _ = audit(&c, &mut verified).await;
                 }
-                break;
             }
-            leader = take_lock(&c, AUDITOR_LOCK, session).await;
-            if leader {
-                env.probe(Probe::AuditorElected);
-                let _ = audit(&c, &mut verified).await;
+        };
+        // The session ends the passes, even in the middle of one.
+        select(session.expired(), Box::pin(passes)).await;
+        if leader.load(Relaxed) {
+            env.probe(Probe::SessionExpiredHoldingLock);
+        }
+    }
+}
+
+/// Repairs the ledgers marked under-replicated, one lock at a time.
+async fn replication_worker(env: Env, meta_server: String) {
+    let c = LedgerClient::new(&env, &meta_server);
+    let random = env.random("replication-worker");
+    // When this worker first saw each open ledger waiting for replication.
+    let mut waiting_since: BTreeMap<LedgerId, Duration> = BTreeMap::new();
+    loop {
+        let session = Session::open(&env, &c.meta, SESSION_TIMEOUT).await;
+        let holding = AtomicBool::new(false);
+        let passes = async {
+            loop {
+                env.sleep(random.jitter(AUDIT_INTERVAL)).await;
+                let _ = replicate_all(&c, &session, &holding, &mut waiting_since).await;
             }
-            let _ = replicate_all(&c, session, &mut waiting_since).await;
+        };
+        select(session.expired(), Box::pin(passes)).await;
+        if holding.load(Relaxed) {
+            env.probe(Probe::SessionExpiredHoldingLock);
         }
     }
 }
@@ -95,36 +122,26 @@ async fn audit(c: &LedgerClient, verified: &mut BTreeSet<LedgerId>) -> Result<()
 /// be repaired yet does not hold up the others.
 async fn replicate_all(
     c: &LedgerClient,
-    session: u64,
+    session: &Session,
+    holding: &AtomicBool,
     waiting_since: &mut BTreeMap<LedgerId, Duration>,
 ) -> Result<(), LedgerError> {
     let marked = c.meta.children(UNDER_REPLICATED).await.map_err(|_| LedgerError::Meta)?;
     for name in marked {
         let Some(ledger) = name.strip_prefix('L').and_then(|n| n.parse::<LedgerId>().ok()) else { continue };
         let lock = format!("{REPLICATION_LOCKS}/{name}");
-        if !take_lock(c, &lock, session).await {
-            continue;
+        match session.lock(&lock).await {
+            Lock::NotOurs => continue,
+            // Its release (or creation) timed out earlier; it would leak forever otherwise.
+            Lock::AlreadyOurs => c.env.probe(Probe::ReplicationLockReentered),
+            Lock::Taken => {}
         }
+        holding.store(true, Relaxed);
         let _ = replicate(c, ledger, waiting_since).await;
-        let _ = c.meta.delete(&lock, None).await;
+        session.unlock(&lock).await;
+        holding.store(false, Relaxed);
     }
     Ok(())
-}
-
-/// Takes an ephemeral lock for `session`; a lock it already holds (its release
-/// or its creation timed out earlier) counts as taken, or it would leak forever.
-async fn take_lock(c: &LedgerClient, lock: &str, session: u64) -> bool {
-    match c.meta.create(lock, vec![], Some(session), false).await {
-        Ok(_) => true,
-        Err(MetaError::NodeExists | MetaError::Timeout) => {
-            let mine = matches!(c.meta.get(lock).await, Ok(Some((_, stat))) if stat.owner == Some(session));
-            if mine && lock != AUDITOR_LOCK {
-                c.env.probe(Probe::ReplicationLockReentered);
-            }
-            mine
-        }
-        Err(_) => false,
-    }
 }
 
 async fn replicate(
@@ -260,7 +277,9 @@ struct Copies {
     answered: bool,
 }
 
-/// Asks every live bookie of every entry's write set whether it holds it.
+/// Asks every live bookie of the ledger's ensembles which entries it holds,
+/// and finds the entries a live bookie of their write set lacks: one request
+/// per bookie, not one per entry.
 async fn check_copies(
     c: &LedgerClient,
     ledger: LedgerId,
@@ -270,23 +289,32 @@ async fn check_copies(
     if meta.state != State::Closed {
         return Copies { missing: Vec::new(), answered: false };
     }
-    let mut questions = Vec::new();
-    for entry in 0..=meta.last_entry {
-        questions.extend(meta.write_set(entry).into_iter().filter(|b| registered.contains(b)).map(|b| (entry, b)));
-    }
-    let answers = futures::stream::iter(questions).map(|(entry, b)| {
+    let bookies: BTreeSet<String> =
+        meta.ensembles.values().flatten().filter(|b| registered.contains(*b)).cloned().collect();
+    let asked = futures::stream::iter(bookies).map(|b| {
         let c = c.clone();
         async move {
-            let answer = c.call(&b, bookie::Request::Read { ledger, entry, fence: false }).await;
-            (entry, b, answer)
+            let answer = c.call(&b, bookie::Request::ListEntries { ledger }).await;
+            (b, answer)
         }
     });
-    let answers: Vec<_> = answers.buffered(PARALLEL).collect().await;
-    let answered = answers.iter().all(|(_, _, a)| matches!(a, Ok(_) | Err(bookie::BookieError::NoSuchEntry)));
-    let missing = answers
-        .into_iter()
-        .filter(|(_, _, a)| *a == Err(bookie::BookieError::NoSuchEntry))
-        .map(|(entry, b, _)| (entry, b))
-        .collect();
+    let mut held: BTreeMap<String, BTreeSet<EntryId>> = BTreeMap::new();
+    let mut answered = true;
+    for (b, answer) in asked.buffered(PARALLEL).collect::<Vec<_>>().await {
+        match answer {
+            Ok(bookie::Response::Entries(entries)) => {
+                held.insert(b, entries.into_iter().collect());
+            }
+            _ => answered = false,
+        }
+    }
+    let mut missing = Vec::new();
+    for entry in 0..=meta.last_entry {
+        for b in meta.write_set(entry) {
+            if held.get(&b).is_some_and(|h| !h.contains(&entry)) {
+                missing.push((entry, b));
+            }
+        }
+    }
     Copies { missing, answered }
 }

@@ -3,19 +3,62 @@
 
 use crate::bugs::{Bug, Bugs};
 use crate::probe::Probe;
+use crate::random::{Random, Streams};
 use crate::rpc::Rpc;
 use futures::future::BoxFuture;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// What a message is, for fault filters: the request kind (`Create`, `Fence`, …)
-/// and whether this is the reply to it.
+/// A kind of request of some protocol (`Create`, `Fence`, …). Each protocol
+/// exports its kinds as constants; fault rules name them, and a name no
+/// protocol exports does not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Kind(&'static str);
+
+impl Kind {
+    /// For a protocol's own constants; names are unique across [`crate::protocols`].
+    pub const fn new(name: &'static str) -> Kind {
+        Kind(name)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+
+    /// The kind some protocol exports under `name`.
+    pub fn named(name: &str) -> Result<Kind, String> {
+        crate::protocols::kinds().find(|k| k.0 == name).ok_or_else(|| {
+            let known: Vec<&str> = crate::protocols::kinds().map(Kind::name).collect();
+            format!("unknown message kind '{name}' (known: {})", known.join(", "))
+        })
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Kind::named(&name).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a message is, for fault filters: its request's kind, and whether this
+/// is the reply to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MsgKind {
-    pub name: &'static str,
+    pub kind: Kind,
     pub reply: bool,
 }
 
@@ -149,7 +192,7 @@ pub struct Env {
     pub clock: Arc<dyn Clock>,
     pub events: Arc<dyn EventSink>,
     pub bugs: Bugs,
-    rng: Arc<Mutex<ChaCha8Rng>>,
+    streams: Streams,
     /// The node's one RPC endpoint (one receive loop per transport), made on first use.
     rpc: Arc<Mutex<Option<Arc<Rpc>>>>,
 }
@@ -164,8 +207,7 @@ impl Env {
         bugs: Bugs,
         rng_seed: u64,
     ) -> Env {
-        let rng = Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(rng_seed)));
-        Env { name, net, disk, clock, events, bugs, rng, rpc: Arc::default() }
+        Env { name, net, disk, clock, events, bugs, streams: Streams::new(rng_seed), rpc: Arc::default() }
     }
 
     /// This node's RPC endpoint, shared by every client and server on it.
@@ -183,13 +225,10 @@ impl Env {
         self.bugs.has(bug)
     }
 
-    /// Runs `f` with this node's deterministic random number generator.
-    pub fn rng<T>(&self, f: impl FnOnce(&mut ChaCha8Rng) -> T) -> T {
-        f(&mut self.rng.lock().expect("rng lock"))
-    }
-
-    pub fn random_duration(&self, lo: Duration, hi: Duration) -> Duration {
-        self.rng(|r| r.gen_range(lo..=hi))
+    /// This node's random stream for `purpose` (a component's name): its own
+    /// sequence, unaffected by draws for any other purpose.
+    pub fn random(&self, purpose: &'static str) -> Random {
+        self.streams.get(purpose)
     }
 
     pub fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {

@@ -8,5 +8,7 @@ pub mod env;
 pub mod ledger;
 pub mod meta;
 pub mod probe;
+pub mod protocols;
+pub mod random;
 pub mod rpc;
 pub mod wal;

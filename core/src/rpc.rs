@@ -1,5 +1,9 @@
-//! Requests with timeouts over the unreliable [`Transport`]: every message is
-//! serialized to bytes (postcard) on every path, simulated or real.
+//! Requests with timeouts over the unreliable [`Transport`], to typed services.
+//!
+//! A node serves any number of [`Protocol`]s, each with its own queue of
+//! incoming requests; a frame names its service, and its body is that
+//! protocol's request or response, serialized (postcard) on every path,
+//! simulated or real.
 //!
 //! Calls are executed at most once, as over a TCP connection: every endpoint
 //! has an incarnation nonce; a call names the incarnation of the callee it
@@ -10,86 +14,82 @@
 //! incarnation, a duplicated call (same caller incarnation and id) is dropped.
 //! So no call runs twice, none after its answer, none after its callee restarted.
 
-use crate::env::{Clock, Env, EventSink, MsgKind, Transport};
+use crate::env::{Clock, Env, EventSink, Kind, MsgKind, Transport};
 use crate::probe::Probe;
-use crate::{bookie, meta};
 use futures::channel::{mpsc, oneshot};
 use futures::future::{select, Either};
 use futures::StreamExt;
-use rand::Rng;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Every request any node can receive.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Request {
-    Meta(meta::Request),
-    Bookie(bookie::Request),
+/// A request/response protocol a node can serve.
+pub trait Protocol: Send + Sync + 'static {
+    /// The service's number on the wire, unique among [`crate::protocols`].
+    const SERVICE: u8;
+    /// The service's name, for messages.
+    const NAME: &'static str;
+    type Request: Serialize + DeserializeOwned + Clone + Debug + Send + 'static;
+    type Response: Serialize + DeserializeOwned + Debug + Send + 'static;
+    /// The kind of `req`, one of the protocol's exported kinds, for fault rules.
+    fn kind(req: &Self::Request) -> Kind;
 }
 
-/// Every reply any node can send.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Response {
-    Meta(meta::Response),
-    Bookie(bookie::Response),
-}
-
-impl Request {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Request::Meta(r) => r.kind(),
-            Request::Bookie(r) => r.kind(),
-        }
-    }
-}
-
+/// What precedes a frame's body on the wire.
 #[derive(Serialize, Deserialize)]
-enum Frame {
+enum Header {
     /// `caller`: the caller's incarnation; `callee`: the callee's, as the
-    /// caller knows it (0 before first contact).
-    Call {
-        id: u64,
-        caller: u64,
-        callee: u64,
-        req: Request,
-    },
-    Reply {
-        id: u64,
-        resp: Response,
-    },
+    /// caller knows it (0 before first contact). The body is a request of `service`.
+    Call { id: u64, caller: u64, callee: u64, service: u8 },
+    /// The body is the response.
+    Reply { id: u64 },
     /// The call was not executed: the callee is now incarnation `callee`.
-    Stale {
-        id: u64,
-        callee: u64,
-    },
+    Stale { id: u64, callee: u64 },
 }
 
 enum Answer {
-    Reply(Response),
+    /// The frame's bytes and where the response's body starts.
+    Reply(Vec<u8>, usize),
     Stale(u64),
 }
 
-/// Call ids seen from one incarnation of one caller: all up to `floor`, and `ids`.
+/// How many call ids from one caller incarnation the duplicate filter holds,
+/// as bits: a call older than the newest one by more is too old to tell apart
+/// from a duplicate, and dropped (the caller times out).
+pub const SEEN_WINDOW: u64 = 1 << 16;
+const SEEN_WORDS: usize = (SEEN_WINDOW / 64) as usize;
+
+/// Call ids seen from one incarnation of one caller: a sliding window of bits
+/// starting at id `base` (a multiple of 64).
 #[derive(Default)]
 struct Seen {
-    floor: u64,
-    ids: std::collections::BTreeSet<u64>,
+    base: u64,
+    words: VecDeque<u64>,
 }
-
-const SEEN_WINDOW: usize = 512;
 
 impl Seen {
     /// Records `id`; false if it was seen before (or is too old to tell).
     fn first_time(&mut self, id: u64) -> bool {
-        if id <= self.floor || !self.ids.insert(id) {
+        if id < self.base {
             return false;
         }
-        if self.ids.len() > SEEN_WINDOW {
-            self.floor = self.ids.pop_first().expect("non-empty");
+        let mut word = ((id - self.base) / 64) as usize;
+        if word >= SEEN_WORDS {
+            let slide = word + 1 - SEEN_WORDS;
+            self.words.drain(..slide.min(self.words.len()));
+            self.base += slide as u64 * 64;
+            word -= slide;
         }
-        true
+        if self.words.len() <= word {
+            self.words.resize(word + 1, 0);
+        }
+        let bit = 1u64 << ((id - self.base) % 64);
+        let first = self.words[word] & bit == 0;
+        self.words[word] |= bit;
+        first
     }
 }
 
@@ -98,25 +98,50 @@ pub enum RpcError {
     /// No reply in time: the request may or may not have taken effect.
     #[error("timed out")]
     Timeout,
+    /// The callee answered with bytes that are not a response of the protocol.
+    #[error("undecodable answer")]
+    Undecodable,
 }
 
-/// A request received by a server, to be answered with [`Rpc::reply`].
-pub struct Incoming {
+/// A request received by a service, to be answered with [`Rpc::reply`].
+pub struct Incoming<P: Protocol> {
     pub from: String,
-    pub kind: &'static str,
-    pub req: Request,
+    pub kind: Kind,
+    pub req: P::Request,
     id: u64,
 }
 
-/// One node's RPC endpoint.
+/// The requests a service receives, in arrival order.
+pub type Requests<P> = mpsc::UnboundedReceiver<Incoming<P>>;
+
+/// A service's queue, as the receive loop sees it.
+trait Inbox: Send + Sync {
+    /// Decodes `body` and queues it if `admit(kind)` agrees; false when undecodable.
+    fn offer(&self, from: &str, id: u64, body: &[u8], admit: &mut dyn FnMut(Kind) -> bool) -> bool;
+}
+
+struct Queue<P: Protocol>(mpsc::UnboundedSender<Incoming<P>>);
+
+impl<P: Protocol> Inbox for Queue<P> {
+    fn offer(&self, from: &str, id: u64, body: &[u8], admit: &mut dyn FnMut(Kind) -> bool) -> bool {
+        let Ok(req) = postcard::from_bytes::<P::Request>(body) else { return false };
+        let kind = P::kind(&req);
+        if admit(kind) {
+            let _ = self.0.unbounded_send(Incoming { from: from.to_string(), kind, req, id });
+        }
+        true
+    }
+}
+
+/// One node's RPC endpoint, shared by every client and service on it.
 pub struct Rpc {
     net: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
     events: Arc<dyn EventSink>,
     incarnation: u64,
     state: Mutex<State>,
-    /// Where requests go once a server on this node serves them; dropped until then.
-    incoming: Mutex<Option<mpsc::UnboundedSender<Incoming>>>,
+    /// The services this node serves; calls to any other are dropped, as at a closed port.
+    services: Mutex<BTreeMap<u8, Arc<dyn Inbox>>>,
 }
 
 #[derive(Default)]
@@ -128,20 +153,28 @@ struct State {
     /// Calls executed, per (caller, caller incarnation).
     seen: BTreeMap<(String, u64), Seen>,
     /// Calls that gave up waiting, so an answer to them is a late one.
-    gave_up: std::collections::BTreeSet<u64>,
+    gave_up: BTreeSet<u64>,
+}
+
+fn encode(header: &Header, body: &impl Serialize) -> Vec<u8> {
+    let buf = postcard::to_extend(header, Vec::with_capacity(64)).expect("encode header");
+    postcard::to_extend(body, buf).expect("encode body")
 }
 
 impl Rpc {
-    /// This node's endpoint, for making calls.
-    pub fn client(env: &Env) -> Arc<Rpc> {
-        env.rpc()
-    }
-
-    /// This node's endpoint, and the stream of requests it receives from now on.
-    pub fn server(env: &Env) -> (Arc<Rpc>, mpsc::UnboundedReceiver<Incoming>) {
+    /// Starts serving protocol `P` on this node: the endpoint, and the queue of
+    /// requests it receives from now on. A node serves each protocol once.
+    pub fn serve<P: Protocol>(env: &Env) -> (Arc<Rpc>, Requests<P>) {
         let rpc = env.rpc();
         let (tx, rx) = mpsc::unbounded();
-        *rpc.incoming.lock().expect("rpc incoming") = Some(tx);
+        let mut services = rpc.services.lock().expect("rpc services");
+        assert!(
+            services.insert(P::SERVICE, Arc::new(Queue::<P>(tx))).is_none(),
+            "{} serves {} twice",
+            env.name,
+            P::NAME
+        );
+        drop(services);
         (rpc, rx)
     }
 
@@ -151,9 +184,9 @@ impl Rpc {
             net: env.net.clone(),
             clock: env.clock.clone(),
             events: env.events.clone(),
-            incarnation: env.rng(|r| r.gen_range(1..u64::MAX)),
+            incarnation: env.random("rpc").range(1..u64::MAX),
             state: Mutex::new(State::default()),
-            incoming: Mutex::new(None),
+            services: Mutex::default(),
         });
         // The receive loop is the only reader of the transport and is never
         // cancelled mid-receive, so no dequeued message can be lost.
@@ -163,29 +196,47 @@ impl Rpc {
             loop {
                 let (from, bytes) = net.recv().await;
                 let Some(rpc) = weak.upgrade() else { return };
-                match postcard::from_bytes::<Frame>(&bytes) {
-                    Ok(Frame::Call { id, caller, callee, req }) => {
-                        let Some(tx) = rpc.incoming.lock().expect("rpc incoming").clone() else { continue };
-                        let kind = req.kind();
-                        if callee != rpc.incarnation {
-                            let stale = Frame::Stale { id, callee: rpc.incarnation };
-                            rpc.send(&from, MsgKind { name: kind, reply: true }, &stale).await;
-                            continue;
-                        }
-                        let first = rpc.lock().seen.entry((from.clone(), caller)).or_default().first_time(id);
-                        if first {
-                            let _ = tx.unbounded_send(Incoming { from, kind, req, id });
-                        } else {
-                            rpc.events.probe(Probe::RpcDuplicateDropped);
-                        }
-                    }
-                    Ok(Frame::Reply { id, resp }) => rpc.answer(id, Answer::Reply(resp)),
-                    Ok(Frame::Stale { id, callee }) => rpc.answer(id, Answer::Stale(callee)),
-                    Err(e) => tracing::warn!(%from, "undecodable frame dropped: {e}"),
-                }
+                rpc.received(from, bytes).await;
             }
         });
         rpc
+    }
+
+    async fn received(&self, from: String, bytes: Vec<u8>) {
+        let (header, body) = match postcard::take_from_bytes::<Header>(&bytes) {
+            Ok(decoded) => decoded,
+            Err(e) => return tracing::warn!(%from, "undecodable frame dropped: {e}"),
+        };
+        match header {
+            Header::Call { id, caller, callee, service } => {
+                let inbox = self.services.lock().expect("rpc services").get(&service).cloned();
+                let Some(inbox) = inbox else { return };
+                let (mut stale, mut duplicate) = (None, false);
+                let decoded = inbox.offer(&from, id, body, &mut |kind| {
+                    if callee != self.incarnation {
+                        stale = Some(kind);
+                    } else if !self.lock().seen.entry((from.clone(), caller)).or_default().first_time(id) {
+                        duplicate = true;
+                    }
+                    stale.is_none() && !duplicate
+                });
+                if !decoded {
+                    tracing::warn!(%from, service, "undecodable request dropped");
+                }
+                if duplicate {
+                    self.events.probe(Probe::RpcDuplicateDropped);
+                }
+                if let Some(kind) = stale {
+                    let frame = encode(&Header::Stale { id, callee: self.incarnation }, &());
+                    self.net.send(&from, MsgKind { kind, reply: true }, frame).await;
+                }
+            }
+            Header::Reply { id } => {
+                let start = bytes.len() - body.len();
+                self.answer(id, Answer::Reply(bytes, start));
+            }
+            Header::Stale { id, callee } => self.answer(id, Answer::Stale(callee)),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -205,15 +256,15 @@ impl Rpc {
         }
     }
 
-    async fn send(&self, to: &str, kind: MsgKind, frame: &Frame) {
-        let bytes = postcard::to_allocvec(frame).expect("encode frame");
-        self.net.send(to, kind, bytes).await;
-    }
-
-    /// Sends `req` to `to` and waits up to `timeout` (on this node's clock).
-    pub async fn call(&self, to: &str, req: Request, timeout: Duration) -> Result<Response, RpcError> {
+    /// Sends `req` to service `P` on `to` and waits up to `timeout` (on this node's clock).
+    pub async fn call<P: Protocol>(
+        &self,
+        to: &str,
+        req: &P::Request,
+        timeout: Duration,
+    ) -> Result<P::Response, RpcError> {
         let deadline = self.clock.mono() + timeout;
-        let kind = MsgKind { name: req.kind(), reply: false };
+        let kind = MsgKind { kind: P::kind(req), reply: false };
         loop {
             let (tx, rx) = oneshot::channel();
             let (id, callee) = {
@@ -223,11 +274,13 @@ impl Rpc {
                 st.calls.insert(id, tx);
                 (id, st.callees.get(to).copied().unwrap_or(0))
             };
-            let frame = Frame::Call { id, caller: self.incarnation, callee, req: req.clone() };
-            self.send(to, kind, &frame).await;
+            let frame = encode(&Header::Call { id, caller: self.incarnation, callee, service: P::SERVICE }, req);
+            self.net.send(to, kind, frame).await;
             let left = deadline.saturating_sub(self.clock.mono());
             match select(rx, self.clock.sleep(left)).await {
-                Either::Left((Ok(Answer::Reply(resp)), _)) => return Ok(resp),
+                Either::Left((Ok(Answer::Reply(bytes, start)), _)) => {
+                    return postcard::from_bytes(&bytes[start..]).map_err(|_| RpcError::Undecodable);
+                }
                 // First contact: a call naming no incarnation is never executed,
                 // so it is safe to resend now that the callee's is known.
                 Either::Left((Ok(Answer::Stale(now)), _)) if callee == 0 && self.clock.mono() < deadline => {
@@ -250,20 +303,61 @@ impl Rpc {
         }
     }
 
-    pub async fn reply(&self, to: &Incoming, resp: Response) {
-        let kind = MsgKind { name: to.kind, reply: true };
-        self.send(&to.from, kind, &Frame::Reply { id: to.id, resp }).await;
+    pub async fn reply<P: Protocol>(&self, to: &Incoming<P>, resp: &P::Response) {
+        let frame = encode(&Header::Reply { id: to.id }, resp);
+        self.net.send(&to.from, MsgKind { kind: to.kind, reply: true }, frame).await;
     }
 }
 
 /// Takes every request already queued, without waiting (for group commit).
-pub fn drain_ready(rx: &mut mpsc::UnboundedReceiver<Incoming>, into: &mut Vec<Incoming>) {
+pub fn drain_ready<P: Protocol>(rx: &mut Requests<P>, into: &mut Vec<Incoming<P>>) {
     while let Ok(inc) = rx.try_recv() {
         into.push(inc);
     }
 }
 
 /// Waits for the next request; `None` once the endpoint is gone.
-pub async fn next_request(rx: &mut mpsc::UnboundedReceiver<Incoming>) -> Option<Incoming> {
+pub async fn next_request<P: Protocol>(rx: &mut Requests<P>) -> Option<Incoming<P>> {
     rx.next().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+
+    /// A flood of calls from one caller, each delivered twice, out of order
+    /// within spans of 20,000 ids: every first copy runs, no second copy does.
+    #[test]
+    fn duplicate_filter_holds_under_a_flood() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut seen = Seen::default();
+        let (mut ran, mut dropped) = (0u64, 0u64);
+        let ids: Vec<u64> = (1..=400_000).collect();
+        for span in ids.chunks(20_000) {
+            let mut copies: Vec<u64> = span.iter().flat_map(|&id| [id, id]).collect();
+            copies.shuffle(&mut rng);
+            for id in copies {
+                if seen.first_time(id) {
+                    ran += 1;
+                } else {
+                    dropped += 1;
+                }
+            }
+        }
+        assert_eq!((ran, dropped), (400_000, 400_000));
+    }
+
+    #[test]
+    fn duplicate_filter_forgets_only_beyond_its_window() {
+        let mut seen = Seen::default();
+        assert!(seen.first_time(1));
+        assert!(seen.first_time(SEEN_WINDOW));
+        assert!(!seen.first_time(1), "still inside the window");
+        assert!(seen.first_time(10 * SEEN_WINDOW));
+        assert!(!seen.first_time(SEEN_WINDOW), "too old to tell: dropped");
+        assert!(seen.first_time(9 * SEEN_WINDOW + 100), "late but inside the window");
+        assert!(!seen.first_time(9 * SEEN_WINDOW + 100));
+    }
 }

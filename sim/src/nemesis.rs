@@ -255,7 +255,7 @@ pub struct Profile {
     pub durable: Vec<String>,
     pub kinds: Vec<FaultKind>,
     /// Message kinds that per-kind rules pick from.
-    pub message_kinds: Vec<&'static str>,
+    pub message_kinds: Vec<mqsim_core::env::Kind>,
     /// Faults start and end within this many milliseconds.
     pub fault_phase_ms: u64,
     /// At most this many at-rest corruptions per node (a storage layer with
@@ -347,7 +347,7 @@ fn draw(p: &Profile, kind: FaultKind, rng: &mut ChaCha8Rng) -> Option<Fault> {
             };
             let from = rng.gen_bool(0.5).then(|| any(rng)).flatten();
             let to = rng.gen_bool(0.5).then(|| any(rng)).flatten();
-            let kind = rng.gen_bool(0.7).then(|| p.message_kinds.choose(rng).map(|k| k.to_string())).flatten();
+            let kind = rng.gen_bool(0.7).then(|| p.message_kinds.choose(rng).copied()).flatten();
             let reply = rng.gen_bool(0.3).then(|| rng.gen_bool(0.5));
             Fault::Filter { rule: FilterRule { from, to, kind, reply, effect } }
         }

@@ -6,7 +6,8 @@ use futures::channel::mpsc;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use madsim::net::Endpoint;
-use mqsim_core::env::{MsgKind, Transport};
+use mqsim_core::env::{Kind, MsgKind, Transport};
+use mqsim_core::random::Random;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -45,7 +46,7 @@ pub struct FilterRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
+    pub kind: Option<Kind>,
     /// `Some(true)`: only replies; `Some(false)`: only requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<bool>,
@@ -57,7 +58,7 @@ impl FilterRule {
     fn matches(&self, from: &str, to: &str, kind: MsgKind) -> bool {
         self.from.as_deref().is_none_or(|f| f == from)
             && self.to.as_deref().is_none_or(|t| t == to)
-            && self.kind.as_deref().is_none_or(|k| k == kind.name)
+            && self.kind.is_none_or(|k| k == kind.kind)
             && self.reply.is_none_or(|r| r == kind.reply)
     }
 }
@@ -70,9 +71,14 @@ pub struct Block {
 }
 
 /// Counters of what the network did, for reports.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct NetStats {
+    /// Messages nodes sent, and their bytes.
     pub sent: u64,
+    pub bytes: u64,
+    /// Copies handed to a node's receive loop (duplicates count twice).
+    pub delivered: u64,
+    /// Lost to a partition (at send or in flight), or to a drop rule.
     pub blocked: u64,
     pub dropped: u64,
     pub delayed: u64,
@@ -89,7 +95,9 @@ struct State {
     names: BTreeMap<IpAddr, String>,
     blocks: Vec<Block>,
     rules: Vec<FilterRule>,
-    rng: ChaCha8Rng,
+    /// The run's seed; each sender's fault draws come from its own stream of it.
+    seed: u64,
+    rngs: BTreeMap<String, Random>,
     stats: NetStats,
 }
 
@@ -100,14 +108,15 @@ impl State {
 }
 
 impl Network {
-    pub fn new(rng: ChaCha8Rng) -> Network {
+    pub fn new(seed: u64) -> Network {
         Network {
             state: Mutex::new(State {
                 addrs: BTreeMap::new(),
                 names: BTreeMap::new(),
                 blocks: Vec::new(),
                 rules: Vec::new(),
-                rng,
+                seed,
+                rngs: BTreeMap::new(),
                 stats: NetStats::default(),
             }),
         }
@@ -135,22 +144,40 @@ impl Network {
     }
 
     /// When (after how long) each copy of a message is handed to madsim; empty when lost.
-    fn plan(&self, from: &str, to: &str, kind: MsgKind) -> (Option<SocketAddr>, Vec<Duration>) {
+    fn plan(&self, from: &str, to: &str, kind: MsgKind, bytes: u64) -> (Option<SocketAddr>, Vec<Duration>) {
         let mut st = self.lock();
         st.stats.sent += 1;
+        st.stats.bytes += bytes;
         let Some(addr) = st.addrs.get(to).copied() else { return (None, vec![]) };
         if st.blocked(from, to) {
             st.stats.blocked += 1;
             return (None, vec![]);
         }
-        let mut copies = vec![Duration::ZERO];
-        let State { rules, rng, stats, .. } = &mut *st;
-        for rule in rules.iter().filter(|r| r.matches(from, to, kind)) {
+        let copies = vec![Duration::ZERO];
+        let State { rules, rngs, seed, stats, .. } = &mut *st;
+        let mut matching = rules.iter().filter(|r| r.matches(from, to, kind)).peekable();
+        if matching.peek().is_none() {
+            return (Some(addr), copies);
+        }
+        let random = rngs.entry(from.to_string()).or_insert_with(|| Random::derived(*seed, &format!("network/{from}")));
+        random
+            .with(|rng| Network::apply(matching, rng, stats, copies))
+            .map_or((None, vec![]), |copies| (Some(addr), copies))
+    }
+
+    /// What the matching rules do to one message: its copies' delays, or `None` when lost.
+    fn apply<'a>(
+        rules: impl Iterator<Item = &'a FilterRule>,
+        rng: &mut ChaCha8Rng,
+        stats: &mut NetStats,
+        mut copies: Vec<Duration>,
+    ) -> Option<Vec<Duration>> {
+        for rule in rules {
             match rule.effect {
                 Effect::Drop { percent } => {
                     if rng.gen_range(0..100) < percent {
                         stats.dropped += 1;
-                        return (None, vec![]);
+                        return None;
                     }
                 }
                 Effect::Delay { ms } => {
@@ -170,7 +197,7 @@ impl Network {
                 }
             }
         }
-        (Some(addr), copies)
+        Some(copies)
     }
 }
 
@@ -192,11 +219,19 @@ impl SimTransport {
             while let Ok((payload, from)) = ep.recv_from_raw(TAG).await {
                 let Ok(bytes) = payload.downcast::<Vec<u8>>() else { continue };
                 let sender = {
-                    let st = net.lock();
-                    match st.names.get(&from.ip()) {
+                    let mut st = net.lock();
+                    let sender = st.names.get(&from.ip()).cloned();
+                    match sender {
                         // A partition that began while the message was in flight also loses it.
-                        Some(n) if !st.blocked(n, &me) => Some(n.clone()),
-                        _ => None,
+                        Some(n) if st.blocked(&n, &me) => {
+                            st.stats.blocked += 1;
+                            None
+                        }
+                        Some(n) => {
+                            st.stats.delivered += 1;
+                            Some(n)
+                        }
+                        None => None,
                     }
                 };
                 if let Some(sender) = sender {
@@ -212,7 +247,7 @@ impl SimTransport {
 
 impl Transport for SimTransport {
     fn send(&self, to: &str, kind: MsgKind, bytes: Vec<u8>) -> BoxFuture<'_, ()> {
-        let (addr, copies) = self.network.plan(&self.name, to, kind);
+        let (addr, copies) = self.network.plan(&self.name, to, kind, bytes.len() as u64);
         Box::pin(async move {
             let Some(addr) = addr else { return };
             for delay in copies {

@@ -84,7 +84,7 @@ impl World {
             seed,
             bugs,
             history: Arc::new(History::new(start)),
-            network: Arc::new(Network::new(rng_for(seed, "network"))),
+            network: Arc::new(Network::new(seed)),
             start,
             handle: Handle::current(),
             nodes: Mutex::default(),

@@ -4,11 +4,11 @@
 
 mod proto;
 
-pub use proto::{BookieError, Entry, EntryId, LedgerId, Request, Response};
+pub use proto::{kind, Bookie, BookieError, Entry, EntryId, LedgerId, Request, Response, KINDS};
 
 use crate::bugs::Bug;
 use crate::env::{Env, Event};
-use crate::meta::{MetaClient, MetaError};
+use crate::meta::{Lock, MetaClient, Session};
 use crate::probe::Probe;
 use crate::rpc::{self, Incoming, Rpc};
 use crate::wal::{Wal, WalError};
@@ -23,6 +23,7 @@ const DISK_RETRY: Duration = Duration::from_millis(100);
 const CORRUPT_RETRIES: u32 = 10;
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 const META_TIMEOUT: Duration = Duration::from_secs(1);
+const META_RETRY: Duration = Duration::from_millis(200);
 
 /// A journal record. Replaying the journal rebuilds the index and fence flags.
 #[derive(Serialize, Deserialize)]
@@ -35,8 +36,8 @@ enum Record {
 pub async fn serve(env: Env, meta_server: String) {
     let meta = MetaClient::new(&env, &meta_server, META_TIMEOUT);
     madsim::task::spawn(keep_registered(env.clone(), meta));
-    let (rpc, mut requests) = Rpc::server(&env);
-    let mut bookie = Bookie::recover(&env).await;
+    let (rpc, mut requests) = Rpc::serve::<Bookie>(&env);
+    let mut bookie = Server::recover(&env).await;
     while let Some(first) = rpc::next_request(&mut requests).await {
         let mut batch = vec![first];
         rpc::drain_ready(&mut requests, &mut batch);
@@ -47,41 +48,31 @@ pub async fn serve(env: Env, meta_server: String) {
 /// Keeps an ephemeral `/bookies/<name>` key alive, re-registering after expiry.
 pub async fn keep_registered(env: Env, meta: MetaClient) {
     let path = format!("{REGISTRY}/{}", env.name);
+    let random = env.random("bookie-registration");
     loop {
-        let Ok(session) = meta.open_session(SESSION_TIMEOUT).await else {
-            env.sleep(Duration::from_millis(500)).await;
-            continue;
-        };
+        let session = Session::open(&env, &meta, SESSION_TIMEOUT).await;
         // A key left by this bookie's previous incarnation goes first.
         let registered = loop {
-            match meta.create(&path, env.name.clone().into_bytes(), Some(session), false).await {
-                Ok(_) => break true,
-                Err(MetaError::NodeExists) => match meta.get(&path).await {
-                    // Our own create, whose answer was lost.
-                    Ok(Some((_, stat))) if stat.owner == Some(session) => break true,
-                    Ok(_) => {
+            match session.lock(&path).await {
+                Lock::Taken | Lock::AlreadyOurs => break true,
+                Lock::NotOurs if session.is_expired() => break false,
+                Lock::NotOurs => match meta.get(&path).await {
+                    Ok(Some(_)) => {
                         env.probe(Probe::BookieRemovedOldRegistration);
                         let _ = meta.delete(&path, None).await;
                     }
-                    Err(_) => env.sleep(Duration::from_millis(200)).await,
+                    _ => env.sleep(random.jitter(META_RETRY)).await,
                 },
-                Err(MetaError::SessionExpired) => break false,
-                Err(_) => env.sleep(Duration::from_millis(200)).await,
             }
         };
         if registered {
-            loop {
-                env.sleep(SESSION_TIMEOUT / 3).await;
-                if meta.heartbeat(session).await == Err(MetaError::SessionExpired) {
-                    env.probe(Probe::BookieReregistered);
-                    break;
-                }
-            }
+            session.expired().await;
+            env.probe(Probe::BookieReregistered);
         }
     }
 }
 
-struct Bookie {
+struct Server {
     /// `None`: the journal is damaged beyond repair; every request gets `Fault`.
     journal: Option<Wal>,
     index: BTreeMap<(LedgerId, EntryId), u64>,
@@ -89,10 +80,10 @@ struct Bookie {
     lac: BTreeMap<LedgerId, EntryId>,
 }
 
-impl Bookie {
-    async fn recover(env: &Env) -> Bookie {
+impl Server {
+    async fn recover(env: &Env) -> Server {
         let mut bookie =
-            Bookie { journal: None, index: BTreeMap::new(), fenced: BTreeSet::new(), lac: BTreeMap::new() };
+            Server { journal: None, index: BTreeMap::new(), fenced: BTreeSet::new(), lac: BTreeMap::new() };
         // Damage seen on read may be a transient flip: look again for a while
         // before refusing to serve until a restart.
         let mut damaged_opens = 0;
@@ -145,15 +136,11 @@ impl Bookie {
 
     /// Executes a batch; journal writes are made durable with one fsync before
     /// anyone is answered.
-    async fn handle(&mut self, env: &Env, rpc: &Rpc, batch: Vec<Incoming>) {
+    async fn handle(&mut self, env: &Env, rpc: &Rpc, batch: Vec<Incoming<Bookie>>) {
         let mut answers = Vec::with_capacity(batch.len());
         let mut disk_ok = true;
         for inc in &batch {
-            let rpc::Request::Bookie(req) = &inc.req else {
-                answers.push(Response::Error(BookieError::Fault));
-                continue;
-            };
-            match self.execute(env, req) {
+            match self.execute(env, &inc.req) {
                 Ok(answer) => answers.push(answer),
                 Err(()) => {
                     disk_ok = false;
@@ -179,7 +166,7 @@ impl Bookie {
                     env.sleep(DISK_RETRY).await;
                 }
             }
-            *self = Bookie::recover(env).await;
+            *self = Server::recover(env).await;
             if !ack_first {
                 let fault = vec![Response::Error(BookieError::Fault); batch.len()];
                 reply_all(rpc, &batch, &fault).await;
@@ -245,13 +232,17 @@ impl Bookie {
                 }
                 Ok(Response::Lac(self.lac.get(ledger).copied().unwrap_or(-1)))
             }
+            Request::ListEntries { ledger } => {
+                let held = self.index.range((*ledger, EntryId::MIN)..=(*ledger, EntryId::MAX)).map(|((_, e), _)| *e);
+                Ok(Response::Entries(held.collect()))
+            }
         }
     }
 }
 
-async fn reply_all(rpc: &Rpc, batch: &[Incoming], answers: &[Response]) {
+async fn reply_all(rpc: &Rpc, batch: &[Incoming<Bookie>], answers: &[Response]) {
     for (inc, answer) in batch.iter().zip(answers) {
-        rpc.reply(inc, rpc::Response::Bookie(answer.clone())).await;
+        rpc.reply(inc, answer).await;
     }
 }
 

@@ -1,5 +1,6 @@
 //! What travels between ledger clients and bookies.
 
+use crate::env::Kind;
 use serde::{Deserialize, Serialize};
 
 /// Entry ids start at 0; `-1` means "no entry" (an empty LAC).
@@ -45,18 +46,50 @@ pub enum Request {
     Read { ledger: LedgerId, entry: EntryId, fence: bool },
     /// With `fence`, this is the fence request of recovery.
     ReadLac { ledger: LedgerId, fence: bool },
+    /// Which entries of `ledger` this bookie holds intact (BookKeeper's
+    /// "list of entries of a ledger", which its auditor checks replicas with).
+    ListEntries { ledger: LedgerId },
 }
 
+/// The bookie protocol's kinds of message, for fault rules.
+pub mod kind {
+    use crate::env::Kind;
+    pub const ADD: Kind = Kind::new("Add");
+    pub const RECOVERY_ADD: Kind = Kind::new("RecoveryAdd");
+    pub const READ: Kind = Kind::new("Read");
+    pub const RECOVERY_READ: Kind = Kind::new("RecoveryRead");
+    pub const READ_LAC: Kind = Kind::new("ReadLac");
+    pub const FENCE: Kind = Kind::new("Fence");
+    pub const LIST_ENTRIES: Kind = Kind::new("ListEntries");
+}
+
+pub const KINDS: &[Kind] =
+    &[kind::ADD, kind::RECOVERY_ADD, kind::READ, kind::RECOVERY_READ, kind::READ_LAC, kind::FENCE, kind::LIST_ENTRIES];
+
 impl Request {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> Kind {
         match self {
-            Request::Add { recovery: false, .. } => "Add",
-            Request::Add { recovery: true, .. } => "RecoveryAdd",
-            Request::Read { fence: false, .. } => "Read",
-            Request::Read { fence: true, .. } => "RecoveryRead",
-            Request::ReadLac { fence: false, .. } => "ReadLac",
-            Request::ReadLac { fence: true, .. } => "Fence",
+            Request::Add { recovery: false, .. } => kind::ADD,
+            Request::Add { recovery: true, .. } => kind::RECOVERY_ADD,
+            Request::Read { fence: false, .. } => kind::READ,
+            Request::Read { fence: true, .. } => kind::RECOVERY_READ,
+            Request::ReadLac { fence: false, .. } => kind::READ_LAC,
+            Request::ReadLac { fence: true, .. } => kind::FENCE,
+            Request::ListEntries { .. } => kind::LIST_ENTRIES,
         }
+    }
+}
+
+/// The bookie, as a protocol a node serves.
+pub struct Bookie;
+
+impl crate::rpc::Protocol for Bookie {
+    const SERVICE: u8 = 2;
+    const NAME: &'static str = "bookie";
+    type Request = Request;
+    type Response = Response;
+    fn kind(req: &Request) -> Kind {
+        req.kind()
     }
 }
 
@@ -65,6 +98,7 @@ pub enum Response {
     Added,
     Entry(Entry),
     Lac(EntryId),
+    Entries(Vec<EntryId>),
     Error(BookieError),
 }
 

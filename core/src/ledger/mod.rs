@@ -10,7 +10,7 @@ pub use writer::LedgerWriter;
 use crate::bookie::{self, BookieError, Entry, EntryId, LedgerId};
 use crate::env::{Env, Event, LedgerEvent};
 use crate::meta::{MetaClient, MetaError};
-use crate::rpc::{self, Rpc};
+use crate::rpc::Rpc;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -117,7 +117,7 @@ pub struct LedgerClient {
 
 impl LedgerClient {
     pub fn new(env: &Env, meta_server: &str) -> LedgerClient {
-        LedgerClient { env: env.clone(), meta: MetaClient::new(env, meta_server, META_TIMEOUT), rpc: Rpc::client(env) }
+        LedgerClient { env: env.clone(), meta: MetaClient::new(env, meta_server, META_TIMEOUT), rpc: env.rpc() }
     }
 
     pub fn event(&self, e: LedgerEvent) {
@@ -167,7 +167,7 @@ impl LedgerClient {
         if bookies.len() < e {
             return Err(LedgerError::NotEnoughBookies);
         }
-        self.env.rng(|r| bookies.shuffle(r));
+        self.env.random("ledger-placement").with(|r| bookies.shuffle(r));
         bookies.truncate(e);
         let meta = LedgerMeta { state: State::Open, last_entry: -1, qw, qa, ensembles: BTreeMap::from([(0, bookies)]) };
         let bytes = postcard::to_allocvec(&meta).expect("encode ledger metadata");
@@ -188,14 +188,14 @@ impl LedgerClient {
     pub async fn replacement(&self, avoid: &[String]) -> Result<String, LedgerError> {
         let candidates: Vec<String> =
             self.registered_bookies().await?.into_iter().filter(|b| !avoid.contains(b)).collect();
-        self.env.rng(|r| candidates.choose(r).cloned()).ok_or(LedgerError::NotEnoughBookies)
+        self.env.random("ledger-placement").with(|r| candidates.choose(r).cloned()).ok_or(LedgerError::NotEnoughBookies)
     }
 
     pub async fn call(&self, bookie: &str, req: bookie::Request) -> Result<bookie::Response, BookieError> {
-        match self.rpc.call(bookie, rpc::Request::Bookie(req), BOOKIE_TIMEOUT).await {
-            Ok(rpc::Response::Bookie(bookie::Response::Error(e))) => Err(e),
-            Ok(rpc::Response::Bookie(resp)) => Ok(resp),
-            _ => Err(BookieError::Fault),
+        match self.rpc.call::<bookie::Bookie>(bookie, &req, BOOKIE_TIMEOUT).await {
+            Ok(bookie::Response::Error(e)) => Err(e),
+            Ok(resp) => Ok(resp),
+            Err(_) => Err(BookieError::Fault),
         }
     }
 

@@ -100,6 +100,8 @@ struct Actor {
 }
 
 const ENSEMBLE_CHANGE_ATTEMPTS: usize = 10;
+/// How long to wait before asking the metadata service again (jittered).
+const RETRY: Duration = Duration::from_millis(300);
 
 impl Actor {
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
@@ -215,7 +217,7 @@ impl Actor {
                 break; // already replaced
             }
             let Ok(new_bookie) = self.c.replacement(last).await else {
-                self.c.env.sleep(Duration::from_millis(300)).await;
+                self.c.env.sleep(self.c.env.random("ledger-writer").jitter(RETRY)).await;
                 continue;
             };
             let ensemble: Vec<String> =
@@ -249,9 +251,9 @@ impl Actor {
                         let ensembles = std::mem::take(&mut self.meta.ensembles);
                         (self.meta, self.version) = (LedgerMeta { ensembles, ..meta }, version);
                     }
-                    Err(_) => self.c.env.sleep(Duration::from_millis(300)).await,
+                    Err(_) => self.c.env.sleep(self.c.env.random("ledger-writer").jitter(RETRY)).await,
                 },
-                Err(_) => self.c.env.sleep(Duration::from_millis(300)).await,
+                Err(_) => self.c.env.sleep(self.c.env.random("ledger-writer").jitter(RETRY)).await,
             }
         }
         let mut resend = Vec::new();
@@ -290,9 +292,9 @@ impl Actor {
                         return Err(LedgerError::Fenced);
                     }
                     Ok((m, v)) => (self.meta, self.version) = (m, v),
-                    Err(_) => self.c.env.sleep(Duration::from_millis(300)).await,
+                    Err(_) => self.c.env.sleep(self.c.env.random("ledger-writer").jitter(RETRY)).await,
                 },
-                Err(_) => self.c.env.sleep(Duration::from_millis(300)).await,
+                Err(_) => self.c.env.sleep(self.c.env.random("ledger-writer").jitter(RETRY)).await,
             }
         }
         Err(LedgerError::Meta)

@@ -1,6 +1,6 @@
 //! The client library of the metadata service.
 
-use super::proto::{MetaError, Reply, Request, SessionId, Stat};
+use super::proto::{Meta, MetaError, Reply, Request, SessionId, Stat};
 use crate::env::Env;
 use crate::rpc::{self, Rpc};
 use std::sync::Arc;
@@ -14,23 +14,43 @@ pub struct MetaClient {
     rpc: Arc<Rpc>,
     server: String,
     timeout: Duration,
+    observer: Option<Arc<dyn Observer>>,
+}
+
+/// Sees every request a client sends and how it ended (a workload records them).
+pub trait Observer: Send + Sync {
+    /// `req` is about to be sent; the token is handed back with its outcome.
+    fn sent(&self, req: &Request) -> u64;
+    fn answered(&self, token: u64, req: &Request, result: &Result<(Reply, u64), MetaError>);
 }
 
 impl MetaClient {
     pub fn new(env: &Env, server: &str, timeout: Duration) -> MetaClient {
-        MetaClient { rpc: Rpc::client(env), server: server.to_string(), timeout }
+        MetaClient { rpc: env.rpc(), server: server.to_string(), timeout, observer: None }
+    }
+
+    /// This client, with every request shown to `observer`.
+    pub fn observed(mut self, observer: Arc<dyn Observer>) -> MetaClient {
+        self.observer = Some(observer);
+        self
     }
 
     /// Sends one request; on success also returns the service's zxid.
     pub async fn request(&self, req: Request) -> Result<(Reply, u64), MetaError> {
-        match self.rpc.call(&self.server, rpc::Request::Meta(req), self.timeout).await {
-            Ok(rpc::Response::Meta(resp)) => resp.result.map(|r| (r, resp.zxid)),
-            Ok(other) => {
-                tracing::error!("metadata service sent a non-metadata answer: {other:?}");
-                Err(MetaError::Unavailable)
-            }
+        let token = self.observer.as_ref().map(|o| o.sent(&req));
+        let result = match self.rpc.call::<Meta>(&self.server, &req, self.timeout).await {
+            Ok(resp) => resp.result.map(|r| (r, resp.zxid)),
             Err(rpc::RpcError::Timeout) => Err(MetaError::Timeout),
+            Err(rpc::RpcError::Undecodable) => Err(MetaError::Unavailable),
+        };
+        if let (Some(o), Some(token)) = (&self.observer, token) {
+            o.answered(token, &req, &result);
         }
+        result
+    }
+
+    pub async fn close_session(&self, session: SessionId) -> Result<(), MetaError> {
+        self.request(Request::CloseSession { session }).await.map(|_| ())
     }
 
     pub async fn open_session(&self, timeout: Duration) -> Result<SessionId, MetaError> {

@@ -5,9 +5,11 @@
 mod client;
 mod proto;
 mod server;
+mod session;
 mod store;
 
-pub use client::MetaClient;
-pub use proto::{MetaError, Reply, Request, Response, SessionId, Stat};
+pub use client::{MetaClient, Observer};
+pub use proto::{kind, Meta, MetaError, Reply, Request, Response, SessionId, Stat, KINDS};
 pub use server::{serve, LOG_NAME};
+pub use session::{Lock, Session};
 pub use store::parent;

@@ -1,5 +1,6 @@
 //! What travels between metadata clients and the metadata service.
 
+use crate::env::Kind;
 use serde::{Deserialize, Serialize};
 
 pub type SessionId = u64;
@@ -51,18 +52,55 @@ pub enum Request {
     },
 }
 
+/// The metadata protocol's kinds of message, for fault rules.
+pub mod kind {
+    use crate::env::Kind;
+    pub const OPEN_SESSION: Kind = Kind::new("OpenSession");
+    pub const HEARTBEAT: Kind = Kind::new("Heartbeat");
+    pub const CLOSE_SESSION: Kind = Kind::new("CloseSession");
+    pub const CREATE: Kind = Kind::new("Create");
+    pub const GET: Kind = Kind::new("Get");
+    pub const SET: Kind = Kind::new("Set");
+    pub const DELETE: Kind = Kind::new("Delete");
+    pub const CHILDREN: Kind = Kind::new("Children");
+}
+
+pub const KINDS: &[Kind] = &[
+    kind::OPEN_SESSION,
+    kind::HEARTBEAT,
+    kind::CLOSE_SESSION,
+    kind::CREATE,
+    kind::GET,
+    kind::SET,
+    kind::DELETE,
+    kind::CHILDREN,
+];
+
 impl Request {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> Kind {
         match self {
-            Request::OpenSession { .. } => "OpenSession",
-            Request::Heartbeat { .. } => "Heartbeat",
-            Request::CloseSession { .. } => "CloseSession",
-            Request::Create { .. } => "Create",
-            Request::Get { .. } => "Get",
-            Request::Set { .. } => "Set",
-            Request::Delete { .. } => "Delete",
-            Request::Children { .. } => "Children",
+            Request::OpenSession { .. } => kind::OPEN_SESSION,
+            Request::Heartbeat { .. } => kind::HEARTBEAT,
+            Request::CloseSession { .. } => kind::CLOSE_SESSION,
+            Request::Create { .. } => kind::CREATE,
+            Request::Get { .. } => kind::GET,
+            Request::Set { .. } => kind::SET,
+            Request::Delete { .. } => kind::DELETE,
+            Request::Children { .. } => kind::CHILDREN,
         }
+    }
+}
+
+/// The metadata service, as a protocol a node serves.
+pub struct Meta;
+
+impl crate::rpc::Protocol for Meta {
+    const SERVICE: u8 = 1;
+    const NAME: &'static str = "meta";
+    type Request = Request;
+    type Response = Response;
+    fn kind(req: &Request) -> Kind {
+        req.kind()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The metadata service node: group commit of requests onto a mirrored log,
 //! session expiry on the node's monotonic clock, recovery from disk.
 
-use super::proto::{MetaError, Reply, Request, Response, SessionId};
+use super::proto::{Meta, MetaError, Reply, Request, Response, SessionId};
 use super::store::{Store, Txn};
 use crate::bugs::Bug;
 use crate::env::{Env, Event};
@@ -21,7 +21,7 @@ const DISK_RETRY: Duration = Duration::from_millis(100);
 
 /// Runs the metadata service until the node is killed.
 pub async fn serve(env: Env) {
-    let (rpc, mut requests) = Rpc::server(&env);
+    let (rpc, mut requests) = Rpc::serve::<Meta>(&env);
     let mut node = Node::recover(&env).await;
     let mut next_tick = env.clock.mono() + TICK;
     loop {
@@ -105,21 +105,17 @@ impl Node {
     }
 
     /// Executes a batch, makes its writes durable with one fsync, then answers.
-    async fn handle(&mut self, env: &Env, rpc: &Rpc, batch: Vec<Incoming>) {
+    async fn handle(&mut self, env: &Env, rpc: &Rpc, batch: Vec<Incoming<Meta>>) {
         let Node::Serving(svc) = self else {
             for inc in &batch {
-                rpc.reply(inc, response(0, Err(MetaError::Corrupt))).await;
+                rpc.reply(inc, &response(0, Err(MetaError::Corrupt))).await;
             }
             return;
         };
         let mut results = Vec::with_capacity(batch.len());
         let mut disk_ok = true;
         for inc in &batch {
-            let rpc::Request::Meta(req) = &inc.req else {
-                results.push(Err(MetaError::Unavailable));
-                continue;
-            };
-            let result = match svc.execute(env, req) {
+            let result = match svc.execute(env, &inc.req) {
                 Ok(r) => r,
                 Err(()) => {
                     disk_ok = false;
@@ -145,7 +141,7 @@ impl Node {
             if !ack_first {
                 let zxid = self.zxid();
                 for inc in &batch {
-                    rpc.reply(inc, response(zxid, Err(MetaError::Unavailable))).await;
+                    rpc.reply(inc, &response(zxid, Err(MetaError::Unavailable))).await;
                 }
             }
         }
@@ -240,12 +236,12 @@ impl Service {
     }
 }
 
-fn response(zxid: u64, result: Result<Reply, MetaError>) -> crate::rpc::Response {
-    crate::rpc::Response::Meta(Response { zxid, result })
+fn response(zxid: u64, result: Result<Reply, MetaError>) -> Response {
+    Response { zxid, result }
 }
 
-async fn answer(rpc: &Rpc, batch: &[Incoming], results: &[Result<Reply, MetaError>], zxid: u64) {
+async fn answer(rpc: &Rpc, batch: &[Incoming<Meta>], results: &[Result<Reply, MetaError>], zxid: u64) {
     for (inc, result) in batch.iter().zip(results) {
-        rpc.reply(inc, response(zxid, result.clone())).await;
+        rpc.reply(inc, &response(zxid, result.clone())).await;
     }
 }

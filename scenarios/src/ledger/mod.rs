@@ -17,6 +17,7 @@ mod workload;
 
 use crate::{Config, Outcome, Ran, RunSpec, Scenario};
 use mqsim_core::bugs::Bug;
+use mqsim_core::env::Kind;
 use mqsim_core::{auditor, bookie, meta};
 use mqsim_sim::nemesis::Profile;
 use mqsim_sim::nemesis::Signal;
@@ -88,19 +89,12 @@ impl Plan {
     }
 }
 
-const MESSAGE_KINDS: &[&str] = &[
-    "Add",
-    "RecoveryAdd",
-    "Read",
-    "RecoveryRead",
-    "ReadLac",
-    "Fence",
-    "Get",
-    "Set",
-    "Create",
-    "Children",
-    "Heartbeat",
-];
+/// The kinds of message the nemesis's rules pick from: the bookies' and the metadata's.
+fn message_kinds() -> Vec<Kind> {
+    let meta_kinds =
+        [meta::kind::GET, meta::kind::SET, meta::kind::CREATE, meta::kind::CHILDREN, meta::kind::HEARTBEAT];
+    bookie::KINDS.iter().copied().chain(meta_kinds).collect()
+}
 
 fn profile(plan: &Plan) -> Profile {
     let mut targets = plan.bookie_names();
@@ -113,7 +107,7 @@ fn profile(plan: &Plan) -> Profile {
         durable,
         // Bookies keep one journal copy; at-rest damage is for the repair work to come.
         kinds: FaultKind::swarm().into_iter().filter(|k| *k != FaultKind::DiskCorrupt).collect(),
-        message_kinds: MESSAGE_KINDS.to_vec(),
+        message_kinds: message_kinds(),
         fault_phase_ms: FAULT_PHASE.as_millis() as u64,
         max_corruptions_per_node: 0,
         max_drift_ppm: 50_000,
@@ -145,18 +139,22 @@ fn lagging_bookie(plan: &Plan, seed: u64) -> Vec<FaultAction> {
     let bookie = plan.bookie_names().choose(&mut rng).cloned().expect("bookies");
     let at_ms = rng.gen_range(1_000..FAULT_PHASE.as_millis() as u64 - 5_000);
     let for_ms = rng.gen_range(3_000..=15_000).min(FAULT_PHASE.as_millis() as u64 - at_ms);
-    let rule = |kind: &str, from: Option<&str>, effect| Fault::Filter {
+    let rule = |kind: Kind, from: Option<&str>, effect| Fault::Filter {
         rule: FilterRule {
             from: from.map(str::to_string),
             to: Some(bookie.clone()),
-            kind: Some(kind.into()),
+            kind: Some(kind),
             reply: Some(false),
             effect,
         },
     };
     vec![
-        FaultAction { at_ms, for_ms, fault: rule("Fence", None, Effect::Drop { percent: 100 }) },
-        FaultAction { at_ms, for_ms, fault: rule("Add", Some(WRITER), Effect::Delay { ms: rng.gen_range(100..900) }) },
+        FaultAction { at_ms, for_ms, fault: rule(bookie::kind::FENCE, None, Effect::Drop { percent: 100 }) },
+        FaultAction {
+            at_ms,
+            for_ms,
+            fault: rule(bookie::kind::ADD, Some(WRITER), Effect::Delay { ms: rng.gen_range(100..900) }),
+        },
     ]
 }
 

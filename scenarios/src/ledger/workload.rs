@@ -9,7 +9,6 @@ use mqsim_core::ledger::{self, LedgerClient, LedgerError, LedgerMeta, State};
 use mqsim_sim::history::{Call, OpId, Ret};
 use mqsim_sim::nemesis::Signal;
 use mqsim_sim::World;
-use rand::Rng;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +38,8 @@ pub async fn writer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, max
     let c = LedgerClient::new(&env, SERVER);
     let (e, qw, qa) = plan.shape;
     let mut counter = 0u64;
-    let incarnation = env.rng(|r| r.gen::<u32>());
+    let random = env.random("ledger-workload");
+    let incarnation: u32 = random.range(0..u32::MAX);
     let budget_left = |counter: u64| max_adds.is_none_or(|max| counter < max);
     while world.elapsed() < stop && budget_left(counter) {
         let op = world.history.invoke(&env.name, Call::CreateLedger { e, qw, qa });
@@ -47,11 +47,11 @@ pub async fn writer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, max
         let ledger = created.as_ref().map(|w| w.ledger).map_err(Clone::clone);
         complete(&env, &world, op, ledger, |ledger| Ret::CreateLedger { ledger });
         let Ok(writer) = created else {
-            env.sleep(Duration::from_millis(300)).await;
+            env.sleep(random.jitter(Duration::from_millis(300))).await;
             continue;
         };
         let ledger = writer.ledger;
-        let target = env.rng(|r| r.gen_range(20..150));
+        let target = random.range(20..150);
         let (mut sent, mut inflight, mut failed) = (0, 0, false);
         let (done_tx, mut done_rx) = mpsc::unbounded::<bool>();
         loop {
@@ -77,7 +77,7 @@ pub async fn writer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, max
             let Some(ok) = done_rx.next().await else { break };
             inflight -= 1;
             failed |= !ok;
-            env.sleep(env.random_duration(Duration::from_millis(2), Duration::from_millis(20))).await;
+            env.sleep(random.duration(Duration::from_millis(2), Duration::from_millis(20))).await;
         }
         if !failed {
             let op = world.history.invoke(&env.name, Call::Close { ledger });
@@ -134,7 +134,8 @@ async fn recover_newest(env: &Env, world: &World, c: &LedgerClient) {
 /// every ledger still open, until `until`.
 pub async fn recoverer(env: Env, world: Arc<World>, calm: Duration, until: Duration) {
     let c = LedgerClient::new(&env, SERVER);
-    let every = || env.random_duration(Duration::from_secs(3), Duration::from_secs(10));
+    let random = env.random("ledger-recoverer");
+    let every = || random.duration(Duration::from_secs(3), Duration::from_secs(10));
     let mut next = world.elapsed() + every();
     let mut served = BTreeSet::new();
     // During a fence-early window: the newest ledger when it began.
@@ -170,7 +171,7 @@ pub async fn recoverer(env: Env, world: Arc<World>, calm: Duration, until: Durat
     while world.elapsed() < until {
         // A listing that failed says nothing about what is open: look again.
         let Ok(ledgers) = c.ledgers().await else {
-            env.sleep(Duration::from_secs(1)).await;
+            env.sleep(random.jitter(Duration::from_secs(1))).await;
             continue;
         };
         let mut open = 0;
@@ -183,7 +184,7 @@ pub async fn recoverer(env: Env, world: Arc<World>, calm: Duration, until: Durat
         if open == 0 {
             return;
         }
-        env.sleep(Duration::from_secs(1)).await;
+        env.sleep(random.jitter(Duration::from_secs(1))).await;
     }
 }
 
@@ -198,7 +199,7 @@ where
         if result.is_ok() {
             break;
         }
-        env.sleep(Duration::from_millis(500)).await;
+        env.sleep(env.random("ledger-reader").jitter(Duration::from_millis(500))).await;
         result = f().await;
     }
     result

@@ -77,7 +77,7 @@ pub fn profile(plan: &Plan) -> Profile {
         nodes,
         durable: vec![SERVER.to_string()],
         kinds: FaultKind::swarm(),
-        message_kinds: vec!["OpenSession", "Heartbeat", "CloseSession", "Create", "Get", "Set", "Delete", "Children"],
+        message_kinds: meta::KINDS.to_vec(),
         fault_phase_ms: FAULT_PHASE.as_millis() as u64,
         // The service mirrors its log in two files: it survives one damaged copy.
         max_corruptions_per_node: 1,

@@ -3,34 +3,47 @@
 use super::{Timeline, SERVER, SESSION_TIMEOUT};
 use futures::StreamExt;
 use mqsim_core::env::Env;
-use mqsim_core::meta::{MetaClient, MetaError, Reply, Request, SessionId};
-use mqsim_sim::history::{Body, Call, Ret};
+use mqsim_core::meta::{MetaClient, MetaError, Observer, Reply, Request, Session};
+use mqsim_sim::history::{Body, Call, OpId, Ret};
 use mqsim_sim::World;
-use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 const KEYS: usize = 5;
 /// The prefix of sequential keys; the service appends a 10-digit counter.
 pub const SEQUENTIAL: &str = "/q/item-";
 
-/// Sends `req`, recording it as invoke then ok / fail / info.
-async fn record(env: &Env, world: &World, meta: &MetaClient, req: Request) -> Result<Reply, MetaError> {
-    let id = world.history.invoke(&env.name, call(&req));
-    let result = meta.request(req.clone()).await;
-    match &result {
-        Ok((reply, zxid)) => match ret(&req, reply, *zxid) {
-            Some(ret) => world.history.ok(&env.name, id, ret),
-            // An answer of the wrong kind is not one the client can use.
-            None => world.history.info(&env.name, id, format!("unexpected answer {reply:?}")),
-        },
-        Err(MetaError::Timeout) => world.history.info(&env.name, id, MetaError::Timeout),
-        Err(e) => world.history.fail(&env.name, id, e),
+/// Records each request of a client as invoke, then ok / fail / info.
+struct Recorder {
+    node: String,
+    world: Arc<World>,
+}
+
+impl Observer for Recorder {
+    fn sent(&self, req: &Request) -> u64 {
+        self.world.history.invoke(&self.node, call(req)).0
     }
-    result.map(|(reply, _)| reply)
+
+    fn answered(&self, id: u64, req: &Request, result: &Result<(Reply, u64), MetaError>) {
+        let (history, id) = (&self.world.history, OpId(id));
+        match result {
+            Ok((reply, zxid)) => match ret(req, reply, *zxid) {
+                Some(ret) => history.ok(&self.node, id, ret),
+                // An answer of the wrong kind is not one the client can use.
+                None => history.info(&self.node, id, format!("unexpected answer {reply:?}")),
+            },
+            Err(MetaError::Timeout) => history.info(&self.node, id, MetaError::Timeout),
+            Err(e) => history.fail(&self.node, id, e),
+        }
+    }
+}
+
+/// A metadata client whose every request goes into the history.
+fn recorded(env: &Env, world: &Arc<World>) -> MetaClient {
+    let recorder = Recorder { node: env.name.clone(), world: world.clone() };
+    MetaClient::new(env, SERVER, REQUEST_TIMEOUT).observed(Arc::new(recorder))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -70,36 +83,33 @@ fn ret(req: &Request, reply: &Reply, zxid: u64) -> Option<Ret> {
     })
 }
 
-/// A client node: one session at a time (kept alive by heartbeats, sometimes
-/// abandoned or closed on purpose) and a stream of random operations, until
-/// the timeline stops clients or `max_ops` operations are done.
+/// A client node: one session at a time (kept alive by its keepalive task,
+/// sometimes abandoned or closed on purpose) and a stream of random
+/// operations, until the timeline stops clients or `max_ops` operations are done.
 pub async fn client(env: Env, world: Arc<World>, timeline: Timeline, max_ops: Option<u64>) {
     let stop = timeline.clients_stop;
-    let meta = MetaClient::new(&env, SERVER, REQUEST_TIMEOUT);
-    let session: Arc<Mutex<Option<SessionId>>> = Arc::default();
-    madsim::task::spawn(heartbeats(env.clone(), world.clone(), meta.clone(), session.clone(), stop));
+    let meta = recorded(&env, &world);
+    let random = env.random("meta-workload");
+    let mut session: Option<Session> = None;
     // Values are unique across the run, so a read names the write it saw.
-    let incarnation = env.rng(|r| r.gen::<u32>());
+    let incarnation: u32 = random.range(0..u32::MAX);
     let mut counter = 0u64;
     let mut versions: BTreeMap<String, u64> = BTreeMap::new();
     let mut done = 0u64;
     while world.elapsed() < stop && max_ops.is_none_or(|max| done < max) {
         done += 1;
-        env.sleep(env.random_duration(Duration::from_millis(10), Duration::from_millis(80))).await;
-        let current = *session.lock().expect("session");
-        let Some(s) = current else {
-            let req = Request::OpenSession { timeout_ms: SESSION_TIMEOUT.as_millis() as u64 };
-            if let Ok(Reply::Session(id)) = record(&env, &world, &meta, req).await {
-                *session.lock().expect("session") = Some(id);
-            }
+        env.sleep(random.duration(Duration::from_millis(10), Duration::from_millis(80))).await;
+        session.take_if(|s| s.is_expired());
+        let Some(s) = session.as_ref().map(Session::id) else {
+            session = Session::try_open(&env, &meta, SESSION_TIMEOUT).await.ok();
             continue;
         };
         counter += 1;
         let value = format!("{}.{incarnation:08x}.{counter}", env.name).into_bytes();
-        let key = format!("/k/{}", env.rng(|r| r.gen_range(0..KEYS)));
+        let key = format!("/k/{}", random.range(0..KEYS));
         let known = versions.get(&key).copied();
-        let cas = env.rng(|r| r.gen_bool(0.6));
-        let roll = env.rng(|r| r.gen_range(0..100));
+        let cas = random.chance(0.6);
+        let roll = random.range(0..100);
         let req = match roll {
             0..=21 => Request::Get { path: key.clone() },
             22..=39 => Request::Set { path: key.clone(), value, version: known.filter(|_| cas) },
@@ -115,48 +125,27 @@ pub async fn client(env: Env, world: Arc<World>, timeline: Timeline, max_ops: Op
             83..=88 => Request::Create { path: SEQUENTIAL.into(), value, ephemeral: None, sequential: true },
             89..=91 => Request::Children { path: "/q".into() },
             92..=95 if world.elapsed() < timeline.phase => {
-                // Abandon the session: it stops heartbeating and must expire.
-                *session.lock().expect("session") = None;
+                // Abandon the session: its keepalives stop and it must expire.
+                session = None;
                 continue;
             }
             92..=95 => Request::Get { path: key.clone() },
             _ => {
-                let res = record(&env, &world, &meta, Request::CloseSession { session: s }).await;
-                if matches!(res, Ok(_) | Err(MetaError::SessionExpired)) {
-                    session.lock().expect("session").take_if(|cur| *cur == s);
-                }
+                // Closed or not, the client is done with it.
+                let _ = session.take().expect("a session").close().await;
                 continue;
             }
         };
         let on_key = call(&req).key() == Some(key.as_str());
-        match record(&env, &world, &meta, req).await {
-            Ok(Reply::Value(Some((_, stat)))) | Ok(Reply::Stat(stat)) | Ok(Reply::Created { stat, .. }) if on_key => {
+        match meta.request(req).await {
+            Ok((Reply::Value(Some((_, stat))) | Reply::Stat(stat) | Reply::Created { stat, .. }, _)) if on_key => {
                 versions.insert(key, stat.version);
             }
-            Ok(Reply::Value(None)) | Err(MetaError::NoNode) if on_key => {
+            Ok((Reply::Value(None), _)) | Err(MetaError::NoNode) if on_key => {
                 versions.remove(&key);
             }
-            Err(MetaError::SessionExpired) => {
-                session.lock().expect("session").take_if(|cur| *cur == s);
-            }
+            Err(MetaError::SessionExpired) => session = None,
             _ => {}
-        }
-    }
-}
-
-/// Keeps the client's current session alive until `stop`.
-async fn heartbeats(
-    env: Env,
-    world: Arc<World>,
-    meta: MetaClient,
-    session: Arc<Mutex<Option<SessionId>>>,
-    stop: Duration,
-) {
-    while world.elapsed() < stop {
-        env.sleep(HEARTBEAT_EVERY).await;
-        let Some(s) = *session.lock().expect("session") else { continue };
-        if let Err(MetaError::SessionExpired) = record(&env, &world, &meta, Request::Heartbeat { session: s }).await {
-            session.lock().expect("session").take_if(|cur| *cur == s);
         }
     }
 }
@@ -167,7 +156,7 @@ async fn heartbeats(
 /// listing of `/e`. Then one more sequential create, which must succeed and
 /// continue the counter. A `final_reads` operation spans them all.
 pub async fn final_reads(env: Env, world: Arc<World>) {
-    let meta = MetaClient::new(&env, SERVER, REQUEST_TIMEOUT);
+    let meta = recorded(&env, &world);
     let all = world.history.invoke(&env.name, Call::FinalReads);
     let mut keys = BTreeSet::new();
     for r in world.history.records() {
@@ -183,13 +172,13 @@ pub async fn final_reads(env: Env, world: Arc<World>) {
     let dirs = ["/k", "/e", "/q"].map(|d| Request::Children { path: d.to_string() });
     let gets = keys.into_iter().map(|k| Request::Get { path: k });
     let reads = dirs.into_iter().chain(gets).map(|req| {
-        let (env, world, meta) = (&env, &world, &meta);
+        let (env, meta) = (&env, &meta);
         async move {
             for _attempt in 0..5 {
-                if record(env, world, meta, req.clone()).await.is_ok() {
+                if meta.request(req.clone()).await.is_ok() {
                     return;
                 }
-                env.sleep(Duration::from_millis(500)).await;
+                env.sleep(env.random("meta-reader").jitter(Duration::from_millis(500))).await;
             }
         }
     });
@@ -197,8 +186,10 @@ pub async fn final_reads(env: Env, world: Arc<World>) {
     let value = format!("{}.final", env.name).into_bytes();
     let last = Request::Create { path: SEQUENTIAL.into(), value, ephemeral: None, sequential: true };
     for _attempt in 0..5 {
-        match record(&env, &world, &meta, last.clone()).await {
-            Err(MetaError::Timeout | MetaError::Unavailable) => env.sleep(Duration::from_millis(500)).await,
+        match meta.request(last.clone()).await {
+            Err(MetaError::Timeout | MetaError::Unavailable) => {
+                env.sleep(env.random("meta-reader").jitter(Duration::from_millis(500))).await
+            }
             _ => break,
         }
     }
