@@ -228,7 +228,9 @@ pub fn write_outputs(
             Verdict::Fail { op, .. } => Some(crate::timeline::Mark { label: &line, op: *op }),
             _ => None,
         };
-        let svg = crate::timeline::render(&title, &outcome.history, outcome.stats.sim_ms * 1000, mark.as_ref());
+        let lanes = mqsim_scenarios::find(scenario).map(|s| s.lanes(spec)).unwrap_or_default();
+        let end = outcome.stats.sim_ms * 1000;
+        let svg = crate::timeline::render(&title, &outcome.history, &lanes, end, mark.as_ref());
         crate::write_atomically(path, &svg)?;
     }
     if let Some(path) = &outputs.openchaos {

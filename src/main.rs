@@ -201,7 +201,17 @@ fn list() {
     println!("scenarios:");
     for s in mqsim_scenarios::all() {
         println!("  {:<22} {}", s.name(), s.about());
+        for k in s.knobs() {
+            let range = match *k.range.end() {
+                u64::MAX => format!("at least {}", k.range.start()),
+                end => format!("{} to {end}", k.range.start()),
+            };
+            println!("    knob {:<17} {} ({range})", k.name, k.about);
+        }
     }
+    println!("message kinds (for fault rules):");
+    let kinds: Vec<&str> = mqsim_core::protocols::kinds().map(|k| k.name()).collect();
+    println!("  {}", kinds.join(", "));
     println!("fault kinds:");
     for k in FaultKind::ALL {
         println!("  {:<22} {}", k.name(), k.describe());

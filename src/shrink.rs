@@ -1,13 +1,15 @@
 //! Shrinking a failing case: the smallest run found that still fails the same
 //! way (same invariant, same panic, or a hang). Fewer fault actions first
 //! (delta debugging: drop chunks, then single actions), then shorter fault
-//! windows, then fewer clients, fewer operations and an earlier end; repeated
-//! until nothing more can go. Every candidate runs in a child process.
+//! windows, then each of the scenario's knobs turned down as it says (fewer
+//! nodes of a role, fewer operations, an earlier end); repeated until nothing
+//! more can go. The shrinker knows no node names: a scenario's topology does. Every candidate runs in a child process.
 
 use crate::case::{Case, Digest, ShrunkFrom, Verdict};
 use crate::exec::{execute, Job, Outputs};
 use crate::BadInput;
-use mqsim_scenarios::Config;
+use mqsim_scenarios::kit::Shrink;
+use mqsim_scenarios::{Config, Knob, RunSpec, Scenario};
 use mqsim_sim::{FaultAction, Schedule};
 use std::time::Duration;
 
@@ -79,9 +81,7 @@ impl Shrinker {
             let before = (self.best.actions.clone(), self.best.config.clone());
             self.drop_actions()?;
             self.shorten_windows()?;
-            self.fewer_clients()?;
-            self.fewer_ops()?;
-            self.earlier_end()?;
+            self.smaller_knobs()?;
             if (self.best.actions == before.0 && self.best.config == before.1) || self.runs >= self.max_runs {
                 break;
             }
@@ -130,26 +130,42 @@ impl Shrinker {
         Ok(())
     }
 
-    /// Removes the last client (`client-N`) and the faults that name it.
-    fn fewer_clients(&mut self) -> Result<(), BadInput> {
-        while let Some(n) = self.best.config.clients.filter(|n| *n > 1) {
-            let gone = format!("client-{}", n - 1);
-            let actions = self.best.actions.iter().filter(|a| !a.fault.nodes().contains(&gone.as_str())).cloned();
-            let config = Config { clients: Some(n - 1), ..self.best.config.clone() };
-            if !self.attempt(config, actions.collect())? {
+    /// Turns down each of the scenario's knobs, the way the knob says.
+    fn smaller_knobs(&mut self) -> Result<(), BadInput> {
+        let scenario = mqsim_scenarios::find(&self.original.scenario)
+            .ok_or_else(|| BadInput(format!("unknown scenario '{}'", self.original.scenario)))?;
+        for knob in scenario.knobs() {
+            match knob.shrink {
+                Shrink::Fewer => self.fewer(scenario, &knob)?,
+                Shrink::Halve => self.halve(&knob)?,
+                Shrink::EndAfterLastFault => self.earlier_end(&knob)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// One node fewer at a time; the faults that name a node no longer there go too.
+    fn fewer(&mut self, scenario: &dyn Scenario, knob: &Knob) -> Result<(), BadInput> {
+        while let Some(n) = self.best.config.get(knob.name).filter(|n| n > knob.range.start()) {
+            let config = self.best.config.with(knob.name, n - 1);
+            let spec = RunSpec { seed: self.original.seed, config: config.clone(), ..RunSpec::default() };
+            let nodes = scenario.nodes(&spec);
+            let there = |a: &&FaultAction| a.fault.nodes().iter().all(|n| nodes.iter().any(|k| k == n));
+            let actions = self.best.actions.iter().filter(there).cloned().collect();
+            if !self.attempt(config, actions)? {
                 break;
             }
         }
         Ok(())
     }
 
-    /// Halves the operations each client may do.
-    fn fewer_ops(&mut self) -> Result<(), BadInput> {
-        let clients = self.best.config.clients.unwrap_or(1).max(1) as u64;
-        let mut limit = self.best.config.ops_per_client.unwrap_or(self.best.ops / clients);
-        while limit > 1 {
-            limit /= 2;
-            let config = Config { ops_per_client: Some(limit), ..self.best.config.clone() };
+    /// Halves the knob (from the run's operation count when it is unset).
+    fn halve(&mut self, knob: &Knob) -> Result<(), BadInput> {
+        let floor = *knob.range.start();
+        let mut value = self.best.config.get(knob.name).unwrap_or(self.best.ops.max(floor));
+        while value > floor {
+            value = (value / 2).max(floor);
+            let config = self.best.config.with(knob.name, value);
             if !self.attempt(config, self.best.actions.clone())? {
                 break;
             }
@@ -158,13 +174,12 @@ impl Shrinker {
     }
 
     /// Ends the fault phase (and so the run) soon after the last fault.
-    fn earlier_end(&mut self) -> Result<(), BadInput> {
-        let Some(phase) = self.best.config.phase_ms else { return Ok(()) };
+    fn earlier_end(&mut self, knob: &Knob) -> Result<(), BadInput> {
+        let Some(phase) = self.best.config.get(knob.name) else { return Ok(()) };
         let last = self.best.actions.iter().map(|a| a.at_ms.saturating_add(a.for_ms)).max().unwrap_or(0);
-        let end = (last.div_ceil(1_000) * 1_000).max(1_000);
+        let end = (last.div_ceil(1_000) * 1_000).max(*knob.range.start());
         if end < phase {
-            let config = Config { phase_ms: Some(end), ..self.best.config.clone() };
-            self.attempt(config, self.best.actions.clone())?;
+            self.attempt(self.best.config.with(knob.name, end), self.best.actions.clone())?;
         }
         Ok(())
     }

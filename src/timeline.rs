@@ -34,7 +34,9 @@ const MAX_TITLE: usize = 300;
 const MIN_BAR: f64 = 0.8;
 
 /// Renders the run as a standalone SVG document (no external resources, no scripts).
-pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>) -> String {
+/// `lanes`: the scenario's nodes in the order to draw them (its topology's
+/// roles); any other node follows, by name.
+pub fn render(title: &str, records: &[Record], lanes: &[String], end_us: u64, mark: Option<&Mark>) -> String {
     let end = records.iter().map(|r| r.t).max().unwrap_or(0).max(end_us).max(1);
     let x = |t: u64| LEFT + t.min(end) as f64 * (WIDTH - LEFT - RIGHT) / end as f64;
 
@@ -81,7 +83,7 @@ pub fn render(title: &str, records: &[Record], end_us: u64, mark: Option<&Mark>)
         records.iter().filter(|r| r.kind() != Kind::Fault).map(|r| r.node.as_str()).collect();
     names.extend(shades.iter().flat_map(|s| s.nodes.iter().map(String::as_str)));
     let mut names: Vec<&str> = names.into_iter().collect();
-    names.sort_by_cached_key(|n| lane_order(n));
+    names.sort_by_key(|n| (lanes.iter().position(|l| l == n).unwrap_or(usize::MAX), *n));
     if shades.iter().any(|s| s.nodes.is_empty()) {
         names.insert(0, NETWORK);
     }
@@ -421,18 +423,6 @@ fn shape(s: &mut String, shape: Shape, x: f64, y: f64) {
     };
 }
 
-/// Order of lanes: the metadata service, then bookies, then clients and the
-/// rest; numbered nodes in numeric order (bookie-2 before bookie-10).
-fn lane_order(name: &str) -> (u8, String, u64, String) {
-    let group = match name {
-        n if n.starts_with("meta") => 0,
-        n if n.starts_with("bookie") => 1,
-        _ => 2,
-    };
-    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
-    (group, stem.to_string(), name[stem.len()..].parse().unwrap_or(0), name.to_string())
-}
-
 /// What a record says, as compact JSON without its time, node and type.
 fn fields(r: &Record) -> String {
     json_fields(&r.body, &["type"])
@@ -547,7 +537,7 @@ mod tests {
     #[test]
     fn escapes_text() {
         assert_eq!(Esc("a<b>&\"c'\u{1}").to_string(), "a&lt;b&gt;&amp;&quot;c&apos;\u{fffd}");
-        let svg = render("t <&> \"x\"", &sample(), 10_000, Some(&Mark { label: "L1: <bad> & worse", op: None }));
+        let svg = render("t <&> \"x\"", &sample(), &[], 10_000, Some(&Mark { label: "L1: <bad> & worse", op: None }));
         assert!(svg.contains("t &lt;&amp;&gt; &quot;x&quot;"));
         assert!(svg.contains("L1: &lt;bad&gt; &amp; worse"));
         assert!(svg.contains("a&lt;b&amp;c"));
@@ -556,11 +546,18 @@ mod tests {
 
     #[test]
     fn orders_lanes_and_shades_faults_on_their_lanes() {
-        let svg = render("t", &sample(), 10_000, None);
+        let lanes = ["meta-0", "bookie-1", "writer-0"].map(String::from);
+        let svg = render("t", &sample(), &lanes, 10_000, None);
         let pos = |s: &str| svg.find(s).unwrap_or_else(|| panic!("{s} missing"));
-        // Network first (a rule naming no node), then meta, bookies, clients.
+        // Network first (a rule naming no node), then the scenario's lanes in order.
         assert!(pos(">(network)<") < pos(">meta-0<"));
         assert!(pos(">meta-0<") < pos(">bookie-1<") && pos(">bookie-1<") < pos(">writer-0<"));
+        // The other way round when the topology says so.
+        let reversed = ["writer-0", "bookie-1", "meta-0"].map(String::from);
+        let svg = render("t", &sample(), &reversed, 10_000, None);
+        assert!(svg.find(">writer-0<").unwrap() < svg.find(">meta-0<").unwrap());
+        let svg = render("t", &sample(), &lanes, 10_000, None);
+        let pos = |s: &str| svg.find(s).unwrap_or_else(|| panic!("{s} missing"));
         // The isolation shades exactly one lane, the one bookie-1's name is centred on.
         let attr = |s: &str, name: &str| -> f64 {
             let v = &s[s.find(&format!(" {name}=\"")).expect(name) + name.len() + 3..];
@@ -583,13 +580,13 @@ mod tests {
     #[test]
     fn marks_the_violating_op_and_is_deterministic() {
         let mark = Mark { label: "L1: entry 0 lost", op: Some(1) };
-        let svg = render("t", &sample(), 10_000, Some(&mark));
+        let svg = render("t", &sample(), &[], 10_000, Some(&mark));
         assert!(svg.contains("fill=\"none\" stroke=\"#e00\" stroke-width=\"2\""), "red box around op 1");
         assert!(svg.contains("class=\"m\"") && svg.contains("L1: entry 0 lost"));
         assert!(!svg.contains("fill=\"#c00\""), "no banner when the op is found");
         assert!(svg.contains("class=\"pend\""), "op 2 never completed");
         assert!(svg.contains("class=\"e-fenced\"") && svg.contains("class=\"e-session_expired\""));
-        assert_eq!(svg, render("t", &sample(), 10_000, Some(&mark)));
+        assert_eq!(svg, render("t", &sample(), &[], 10_000, Some(&mark)));
     }
 
     #[test]

@@ -211,7 +211,7 @@ fn bad_campaign_and_case_input_gets_one_line_and_exit_2() {
     }
     // Well-formed JSON that describes no possible run.
     let unknown_node = broken("node.json", &text.replacen("\"node\": \"", "\"node\": \"nosuch-", 1));
-    let no_clients = broken("clients.json", &text.replace("\"clients\": ", "\"clients\": 0, \"was\": "));
+    let no_such_knob = broken("knob.json", &text.replace("\"clients\": ", "\"cliens\": "));
     let zero_clients = broken("zero.json", &{
         let mut v: Value = serde_json::from_str(&text).unwrap();
         v["config"]["clients"] = 0.into();
@@ -238,7 +238,7 @@ fn bad_campaign_and_case_input_gets_one_line_and_exit_2() {
     one_line_error(&["replay", s(&unanswered)], "does not answer the signal");
     one_line_error(&["replay", s(&unknown_signal)], "is not a valid case file");
     one_line_error(&["replay", s(&unknown_node)], "not a node of meta");
-    one_line_error(&["replay", s(&no_clients)], "is not a valid case file");
+    one_line_error(&["replay", s(&no_such_knob)], "scenario meta has no knob 'cliens' (knobs: clients, ");
     one_line_error(&["replay", s(&zero_clients)], "clients must be 1 to");
     one_line_error(&["replay", s(&good), "--history", s(&dir)], "is a directory");
     one_line_error(&["shrink", s(&good), "--max-runs", "0"], "--max-runs must be at least 1");

@@ -1,5 +1,6 @@
 //! Named scenarios: topology + workload + nemesis profile + checkers.
 
+pub mod kit;
 pub mod ledger;
 pub mod meta;
 pub mod ops;
@@ -7,12 +8,13 @@ pub mod selftest;
 
 use mqsim_core::bugs::Bugs;
 use mqsim_core::probe::Probe;
-use mqsim_sim::nemesis::Profile;
 use mqsim_sim::nemesis::Signal;
 use mqsim_sim::{Fault, Record, Schedule};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+pub use kit::Knob;
 
 /// How to run one seed.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -24,22 +26,28 @@ pub struct RunSpec {
     pub schedule: Option<Schedule>,
 }
 
-/// The size of a run, as a shrinker turns it down. `None` is the scenario's
-/// own choice (drawn from the seed or fixed); [`Scenario::resolve`] fills in
-/// every knob the scenario has.
+/// The size of a run, as a shrinker turns it down: the scenario's knobs
+/// (see [`kit::Knob`]) by name. An absent knob is the scenario's own choice
+/// (drawn from the seed or fixed); [`Scenario::resolve`] fills in every one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Client nodes (scenario `meta`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clients: Option<usize>,
-    /// Each client (or writer) stops after this many operations; unlimited when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ops_per_client: Option<u64>,
-    /// Length of the fault phase in milliseconds; the calm phase, the final
-    /// reads and the end of the run follow it at fixed gaps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase_ms: Option<u64>,
+#[serde(transparent)]
+pub struct Config(pub BTreeMap<String, u64>);
+
+impl Config {
+    pub fn get(&self, knob: &str) -> Option<u64> {
+        self.0.get(knob).copied()
+    }
+
+    pub fn set(&mut self, knob: &str, value: u64) {
+        self.0.insert(knob.to_string(), value);
+    }
+
+    /// This configuration with `knob` set to `value`.
+    pub fn with(&self, knob: &str, value: u64) -> Config {
+        let mut c = self.clone();
+        c.set(knob, value);
+        c
+    }
 }
 
 /// Not an invariant of the system: the history holds a record its checker
@@ -112,44 +120,28 @@ impl Outcome {
     }
 }
 
-impl RunSpec {
-    /// The schedule to run: the given one, or one drawn from the seed.
-    pub fn schedule_for(&self, profile: &Profile) -> Schedule {
-        self.schedule
-            .clone()
-            .unwrap_or_else(|| Schedule::generate(profile, &mut mqsim_sim::rng_for(self.seed, "nemesis")))
-    }
-
-    /// The fault phase: the configured length, or the scenario's default.
-    pub fn phase(&self, default: Duration) -> Duration {
-        self.config.phase_ms.map_or(default, Duration::from_millis)
-    }
-}
-
 pub trait Scenario: Sync {
     fn name(&self) -> &'static str;
     fn about(&self) -> &'static str;
+    /// The settings a case file may give, and how a shrinker turns each down.
+    fn knobs(&self) -> Vec<Knob>;
     /// The spec with everything the seed would draw made explicit: every
     /// configuration knob and the fault schedule. Running the result is the
     /// same run as running `spec`.
     fn resolve(&self, spec: &RunSpec) -> RunSpec;
     /// The nodes a fault action may name in a run of `spec` (those there from the start).
     fn nodes(&self, spec: &RunSpec) -> Vec<String>;
+    /// Every node of a run of `spec`, in the order a timeline draws them.
+    fn lanes(&self, spec: &RunSpec) -> Vec<String>;
     fn run(&self, spec: &RunSpec) -> Outcome;
     /// The planted bugs this scenario is meant to catch (`mqsim hunt` runs each
     /// bug over the scenarios that name it).
-    fn bugs(&self) -> Vec<mqsim_core::bugs::Bug> {
-        Vec::new()
-    }
+    fn bugs(&self) -> Vec<mqsim_core::bugs::Bug>;
     /// The workload signals this scenario's nodes answer to.
-    fn signals(&self) -> Vec<(&'static str, Signal)> {
-        Vec::new()
-    }
+    fn signals(&self) -> Vec<(&'static str, Signal)>;
     /// The coverage probes this scenario's nodes can reach: those of the
     /// components it runs. A campaign reports the ones no seed reached.
-    fn probes(&self) -> Vec<Probe> {
-        Probe::ALL.to_vec()
-    }
+    fn probes(&self) -> Vec<Probe>;
 }
 
 /// The probes of the components named by their prefixes (`meta`, `bookie`, …).
@@ -157,35 +149,19 @@ pub fn probes_of(components: &[&str]) -> Vec<Probe> {
     Probe::ALL.iter().copied().filter(|p| components.iter().any(|c| p.name().starts_with(&format!("{c}-")))).collect()
 }
 
-/// Most clients a configuration may ask for.
-pub const MAX_CLIENTS: usize = 16;
-/// Longest fault phase a configuration may ask for.
-pub const MAX_PHASE_MS: u64 = 10 * 60 * 1000;
-
 /// Whether `spec` (say, read from a case file) is a run `scenario` can do:
 /// knobs it has, within bounds, and faults naming its nodes within the run.
 pub fn validate(scenario: &dyn Scenario, spec: &RunSpec) -> Result<(), String> {
     let name = scenario.name();
-    let has = scenario.resolve(&RunSpec { seed: spec.seed, ..RunSpec::default() }).config;
-    let c = &spec.config;
-    if let Some(n) = c.clients {
-        if has.clients.is_none() {
-            return Err(format!("scenario {name} has no clients setting"));
+    let knobs = scenario.knobs();
+    for (knob, value) in &spec.config.0 {
+        let Some(k) = knobs.iter().find(|k| k.name == knob) else {
+            let known: Vec<&str> = knobs.iter().map(|k| k.name).collect();
+            return Err(format!("scenario {name} has no knob '{knob}' (knobs: {})", known.join(", ")));
+        };
+        if !k.range.contains(value) {
+            return Err(format!("{knob} must be {} to {}, not {value}", k.range.start(), k.range.end()));
         }
-        if !(1..=MAX_CLIENTS).contains(&n) {
-            return Err(format!("clients must be 1 to {MAX_CLIENTS}, not {n}"));
-        }
-    }
-    if let Some(ms) = c.phase_ms {
-        if has.phase_ms.is_none() {
-            return Err(format!("scenario {name} has no phase_ms setting"));
-        }
-        if !(1_000..=MAX_PHASE_MS).contains(&ms) {
-            return Err(format!("phase_ms must be 1000 to {MAX_PHASE_MS}, not {ms}"));
-        }
-    }
-    if c.ops_per_client == Some(0) {
-        return Err("ops_per_client must be at least 1".into());
     }
     let nodes = scenario.nodes(&scenario.resolve(spec));
     let limit_ms = mqsim_sim::world::TIME_LIMIT.as_millis() as u64;
@@ -210,12 +186,12 @@ pub fn validate(scenario: &dyn Scenario, spec: &RunSpec) -> Result<(), String> {
 
 /// The scenarios that test the system; campaigns over `all` run these.
 pub fn all() -> &'static [&'static dyn Scenario] {
-    &[&meta::Meta, &ledger::LedgerFencing, &ledger::LedgerRepair]
+    &[&kit::Kit(meta::Meta), &kit::Kit(ledger::LedgerFencing), &kit::Kit(ledger::LedgerRepair)]
 }
 
 /// Scenarios that test the testbed itself (they fail on purpose).
 pub fn testbed_checks() -> &'static [&'static dyn Scenario] {
-    &[&selftest::SelfTest]
+    &[&kit::Kit(selftest::SelfTest)]
 }
 
 pub fn find(name: &str) -> Option<&'static dyn Scenario> {

@@ -15,23 +15,25 @@
 mod checker;
 mod workload;
 
-use crate::{Config, Outcome, Ran, RunSpec, Scenario};
+use crate::kit::{Faults, Role, Run, Script, Topology};
+use crate::{Config, Ran, Violation};
 use mqsim_core::bugs::Bug;
 use mqsim_core::env::Kind;
 use mqsim_core::{auditor, bookie, meta};
-use mqsim_sim::nemesis::Profile;
 use mqsim_sim::nemesis::Signal;
 use mqsim_sim::net::{Effect, FilterRule};
-use mqsim_sim::{world, Fault, FaultAction, FaultKind, Schedule};
+use mqsim_sim::{Fault, FaultAction, FaultKind, Schedule, World};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use checker::{check, Final};
 
 pub const SERVER: &str = "meta-0";
-pub const CHECKER: &str = "checker";
+/// The node that reads the final state (the one node of role `checker`).
+pub const CHECKER: &str = "checker-0";
 pub const WRITER: &str = "writer-0";
 pub const RECOVERER: &str = "recoverer-0";
 const FAULT_PHASE: Duration = Duration::from_secs(40);
@@ -40,8 +42,6 @@ const FAULT_PHASE: Duration = Duration::from_secs(40);
 /// 10 s later, the recoverer closes what is left for 20 s more, the checker
 /// reads at +32 s and the run ends at +40 s.
 struct Timeline {
-    /// When the faults stop.
-    calm: Duration,
     writer_stop: Duration,
     recover_until: Duration,
     final_read: Duration,
@@ -51,18 +51,12 @@ struct Timeline {
 impl Timeline {
     fn after(phase: Duration) -> Timeline {
         let at = |secs| phase + Duration::from_secs(secs);
-        Timeline { calm: phase, writer_stop: at(10), recover_until: at(30), final_read: at(32), end: at(40) }
+        Timeline { writer_stop: at(10), recover_until: at(30), final_read: at(32), end: at(40) }
     }
 }
 
 fn micros(d: Duration) -> u64 {
     d.as_micros() as u64
-}
-
-/// The knobs both ledger scenarios have: the fault phase and the writer's operation budget.
-fn resolve_ledger(spec: &RunSpec, schedule: Schedule) -> RunSpec {
-    let config = Config { phase_ms: Some(spec.phase(FAULT_PHASE).as_millis() as u64), ..spec.config.clone() };
-    RunSpec { config, schedule: Some(schedule), ..spec.clone() }
 }
 
 /// Ensemble shapes (E, Qw, Qa) a seed draws from.
@@ -83,10 +77,20 @@ impl Plan {
         let shape = *SHAPES.choose(&mut rng).expect("shapes");
         Plan { shape, bookies: shape.0 + 2, window: rng.gen_range(1..=4) }
     }
+}
 
-    fn bookie_names(&self) -> Vec<String> {
-        (0..self.bookies).map(|i| format!("bookie-{i}")).collect()
-    }
+/// The nodes of both ledger scenarios: the metadata service, bookies, the
+/// writer and the recoverer from the start, then `joining` new bookies and
+/// the checker.
+fn topology(plan: &Plan, joining: usize) -> Topology {
+    Topology::new(vec![
+        Role::new("meta", 1).durable(),
+        Role::new("bookie", plan.bookies).durable(),
+        Role::new("bookie-new", joining).joining(),
+        Role::new("writer", 1),
+        Role::new("recoverer", 1),
+        Role::new("checker", 1).joining(),
+    ])
 }
 
 /// The kinds of message the nemesis's rules pick from: the bookies' and the metadata's.
@@ -96,28 +100,18 @@ fn message_kinds() -> Vec<Kind> {
     bookie::KINDS.iter().copied().chain(meta_kinds).collect()
 }
 
-fn profile(plan: &Plan) -> Profile {
-    let mut targets = plan.bookie_names();
-    targets.extend([WRITER.to_string(), RECOVERER.to_string(), SERVER.to_string()]);
-    let mut durable = plan.bookie_names();
-    durable.push(SERVER.to_string());
-    Profile {
-        nodes: targets.clone(),
-        targets,
-        durable,
+fn faults() -> Faults {
+    Faults {
         // Bookies keep one journal copy; at-rest damage is for the repair work to come.
         kinds: FaultKind::swarm().into_iter().filter(|k| *k != FaultKind::DiskCorrupt).collect(),
         message_kinds: message_kinds(),
-        fault_phase_ms: FAULT_PHASE.as_millis() as u64,
         max_corruptions_per_node: 0,
         max_drift_ppm: 50_000,
     }
 }
 
-pub struct LedgerFencing;
-
 /// What each bookie's journal would hold after a crash now, straight from its disk.
-fn durable_journals(w: &mqsim_sim::World, bookies: Vec<String>) -> BTreeMap<String, Vec<u8>> {
+fn durable_journals(w: &World, bookies: Vec<String>) -> BTreeMap<String, Vec<u8>> {
     bookies
         .into_iter()
         .map(|b| {
@@ -127,18 +121,38 @@ fn durable_journals(w: &mqsim_sim::World, bookies: Vec<String>) -> BTreeMap<Stri
         .collect()
 }
 
+/// Adds the writer and the recoverer, which work until `stop` and `recover_until`.
+fn add_clients(w: &Arc<World>, run: &Run<Plan>, stop: Duration, recover_until: Duration) {
+    let (world, plan, max_ops) = (w.clone(), run.plan.clone(), run.max_ops());
+    w.add_node(WRITER, move |env| workload::writer(env, world.clone(), plan.clone(), stop, max_ops));
+    let world = w.clone();
+    w.add_node(RECOVERER, move |env| workload::recoverer(env, world.clone(), stop, recover_until));
+}
+
+/// Adds the checker node, which reads every ledger through the protocol.
+fn add_checker(w: &Arc<World>) {
+    let world = w.clone();
+    w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone()));
+}
+
+const RECOVERER_SIGNALS: [(&str, Signal); 2] = [(RECOVERER, Signal::RecoverNow), (RECOVERER, Signal::FenceEarly)];
+
 /// A lagging bookie, as one composite fault: the recovery's fence request to it
 /// is lost while the writer's adds to it arrive late. Swarm draws rarely pair
 /// these two rules, yet together they are how a bookie that never saw the
 /// fence can later take an add (the window non-fencing recovery reads open).
-fn lagging_bookie(plan: &Plan, seed: u64) -> Vec<FaultAction> {
-    let mut rng = mqsim_sim::rng_for(seed, "ledger/lagging-bookie");
+fn lagging_bookie(run: &Run<Plan>) -> Vec<FaultAction> {
+    let mut rng = mqsim_sim::rng_for(run.seed, "ledger/lagging-bookie");
+    let phase = run.phase.as_millis() as u64;
     if !rng.gen_bool(0.5) {
         return Vec::new();
     }
-    let bookie = plan.bookie_names().choose(&mut rng).cloned().expect("bookies");
-    let at_ms = rng.gen_range(1_000..FAULT_PHASE.as_millis() as u64 - 5_000);
-    let for_ms = rng.gen_range(3_000..=15_000).min(FAULT_PHASE.as_millis() as u64 - at_ms);
+    let bookie = run.topology.names("bookie").choose(&mut rng).cloned().expect("bookies");
+    if phase < 6_000 {
+        return Vec::new();
+    }
+    let at_ms = rng.gen_range(1_000..phase - 5_000);
+    let for_ms = rng.gen_range(3_000..=15_000).min(phase - at_ms);
     let rule = |kind: Kind, from: Option<&str>, effect| Fault::Filter {
         rule: FilterRule {
             from: from.map(str::to_string),
@@ -163,10 +177,13 @@ fn lagging_bookie(plan: &Plan, seed: u64) -> Vec<FaultAction> {
 ///   recovers its ledger at once; when it wakes it goes on adding;
 /// - early fencing: every ledger created in the window is recovered as soon as
 ///   it appears, within its first entries (often before they reach every bookie).
-fn aimed(seed: u64) -> Vec<FaultAction> {
-    let mut rng = mqsim_sim::rng_for(seed, "ledger/aimed");
-    let phase = FAULT_PHASE.as_millis() as u64;
+fn aimed(run: &Run<Plan>) -> Vec<FaultAction> {
+    let mut rng = mqsim_sim::rng_for(run.seed, "ledger/aimed");
+    let phase = run.phase.as_millis() as u64;
     let mut actions = Vec::new();
+    if phase < 6_000 {
+        return actions;
+    }
     if rng.gen_bool(0.5) {
         for _ in 0..rng.gen_range(1..=3) {
             let at_ms = rng.gen_range(1_000..phase - 4_000);
@@ -187,7 +204,13 @@ fn aimed(seed: u64) -> Vec<FaultAction> {
     actions
 }
 
-impl Scenario for LedgerFencing {
+pub struct LedgerFencing;
+
+impl Script for LedgerFencing {
+    type Plan = Plan;
+    /// The bookies' durable journals.
+    type Final = BTreeMap<String, Vec<u8>>;
+
     fn name(&self) -> &'static str {
         "ledger-fencing"
     }
@@ -196,28 +219,60 @@ impl Scenario for LedgerFencing {
         "a writer adds continuously while a recoverer fences and recovers its ledgers; bookies crash and restart"
     }
 
-    fn resolve(&self, spec: &RunSpec) -> RunSpec {
-        let plan = Plan::draw(spec.seed);
-        let schedule = spec.schedule.clone().unwrap_or_else(|| {
-            let mut drawn = spec.schedule_for(&profile(&plan));
-            drawn.actions.extend(lagging_bookie(&plan, spec.seed));
-            drawn.actions.extend(aimed(spec.seed));
-            drawn.actions.sort_by_key(|a| a.at_ms);
-            drawn
-        });
-        resolve_ledger(spec, schedule)
+    fn default_phase(&self) -> Duration {
+        FAULT_PHASE
     }
 
-    fn nodes(&self, spec: &RunSpec) -> Vec<String> {
-        profile(&Plan::draw(spec.seed)).nodes
+    fn plan(&self, seed: u64, _config: &mut Config) -> Plan {
+        Plan::draw(seed)
+    }
+
+    fn topology(&self, plan: &Plan) -> Topology {
+        topology(plan, 0)
+    }
+
+    fn faults(&self, _plan: &Plan) -> Faults {
+        faults()
+    }
+
+    fn aimed(&self, run: &Run<Plan>) -> Vec<FaultAction> {
+        let mut actions = lagging_bookie(run);
+        actions.extend(aimed(run));
+        actions
+    }
+
+    fn start(w: &Arc<World>, run: &Run<Plan>) {
+        let t = Timeline::after(run.phase);
+        w.add_node(SERVER, meta::serve);
+        for b in run.topology.names("bookie") {
+            w.add_node(&b, |env| bookie::serve(env, SERVER.to_string()));
+        }
+        add_clients(w, run, t.writer_stop, t.recover_until);
+    }
+
+    async fn drive(w: Arc<World>, run: Run<Plan>) -> Self::Final {
+        let t = Timeline::after(run.phase);
+        w.sleep_until(t.final_read).await;
+        add_checker(&w);
+        w.sleep_until(t.end).await;
+        durable_journals(&w, run.topology.names("bookie"))
+    }
+
+    fn end(run: &Run<Plan>) -> Duration {
+        Timeline::after(run.phase).end
+    }
+
+    fn check(run: &Run<Plan>, ran: &Ran, _schedule: &Schedule, journals: Self::Final) -> Vec<Violation> {
+        let fin = Final::from_journals(&journals, None, false, micros(run.phase), micros(Self::end(run)));
+        check(&ran.history, &fin)
     }
 
     fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
-        crate::probes_of(&["meta", "wal", "rpc", "bookie", "writer", "recovery"])
+        crate::probes_of(&["meta", "wal", "rpc", "session", "bookie", "writer", "recovery"])
     }
 
     fn signals(&self) -> Vec<(&'static str, Signal)> {
-        vec![(RECOVERER, Signal::RecoverNow), (RECOVERER, Signal::FenceEarly)]
+        RECOVERER_SIGNALS.to_vec()
     }
 
     fn bugs(&self) -> Vec<Bug> {
@@ -229,33 +284,6 @@ impl Scenario for LedgerFencing {
             Bug::FenceOneResponse,
         ]
     }
-
-    fn run(&self, spec: &RunSpec) -> Outcome {
-        let spec = self.resolve(spec);
-        let plan = Plan::draw(spec.seed);
-        let schedule = spec.schedule.clone().unwrap_or_default();
-        let t = Timeline::after(spec.phase(FAULT_PHASE));
-        let (run_schedule, run_plan, max_ops) = (schedule.clone(), plan.clone(), spec.config.ops_per_client);
-        let (ran, bookies) = world::run(spec.seed, spec.bugs, |w| async move {
-            w.add_node(SERVER, meta::serve);
-            for b in run_plan.bookie_names() {
-                w.add_node(&b, |env| bookie::serve(env, SERVER.to_string()));
-            }
-            let (world, plan) = (w.clone(), run_plan.clone());
-            w.add_node(WRITER, move |env| workload::writer(env, world.clone(), plan.clone(), t.writer_stop, max_ops));
-            let world = w.clone();
-            w.add_node(RECOVERER, move |env| workload::recoverer(env, world.clone(), t.writer_stop, t.recover_until));
-            w.spawn_nemesis(run_schedule);
-            w.sleep_until(t.final_read).await;
-            let world = w.clone();
-            w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone()));
-            w.sleep_until(t.end).await;
-            (Ran::of(&w), durable_journals(&w, run_plan.bookie_names()))
-        });
-        let fin = Final::from_journals(&bookies, None, false, micros(t.calm), micros(t.end));
-        let violations = check(&ran.history, &fin);
-        Outcome::new(violations, ran, schedule, t.end)
-    }
 }
 
 /// After the fault phase the writer stops (+5 s) and the recoverer closes what
@@ -264,11 +292,36 @@ const REPAIR_WRITERS_STOP_AFTER: Duration = Duration::from_secs(5);
 const REPAIR_RECOVER_AFTER: Duration = Duration::from_secs(20);
 const REPAIR_FINAL_READ: Duration = Duration::from_secs(170);
 const REPAIR_END: Duration = Duration::from_secs(180);
-/// Bookies that join while the run goes on, and when.
-const JOINING: &[(&str, Duration)] =
-    &[("bookie-new-0", Duration::from_secs(12)), ("bookie-new-1", Duration::from_secs(28))];
+/// When the new bookies join.
+const JOINING: [Duration; 2] = [Duration::from_secs(12), Duration::from_secs(28)];
 
 pub struct LedgerRepair;
+
+/// What `ledger-repair` draws: the ledger plan, and the bookies it loses.
+#[derive(Clone, Debug)]
+pub struct RepairPlan {
+    ledger: Plan,
+    /// One bookie lost for good, another for a long while, and when.
+    lost: Vec<(String, Duration)>,
+    /// The bookie that returns, and when.
+    back: (String, Duration),
+}
+
+impl RepairPlan {
+    fn draw(seed: u64) -> RepairPlan {
+        let ledger = Plan::draw(seed);
+        let mut rng = mqsim_sim::rng_for(seed, "ledger-repair/losses");
+        // Storage survives Qw-1 losses at once, not more.
+        let names: Vec<String> = topology(&ledger, 0).names("bookie").choose_multiple(&mut rng, 2).cloned().collect();
+        let at = |rng: &mut rand_chacha::ChaCha8Rng| Duration::from_millis(rng.gen_range(5_000..35_000));
+        let lost_at = at(&mut rng);
+        let away_at = at(&mut rng);
+        let away_for = Duration::from_millis(rng.gen_range(20_000..40_000));
+        let lost = vec![(names[0].clone(), lost_at), (names[1].clone(), away_at)];
+        let back = (names[1].clone(), away_at + away_for);
+        RepairPlan { ledger, lost, back }
+    }
+}
 
 enum Change {
     Crash,
@@ -282,7 +335,11 @@ async fn bookie_with_autorecovery(env: mqsim_core::env::Env) {
     bookie::serve(env, SERVER.to_string()).await
 }
 
-impl Scenario for LedgerRepair {
+impl Script for LedgerRepair {
+    type Plan = RepairPlan;
+    /// The bookies' durable journals.
+    type Final = BTreeMap<String, Vec<u8>>;
+
     fn name(&self) -> &'static str {
         "ledger-repair"
     }
@@ -291,101 +348,91 @@ impl Scenario for LedgerRepair {
         "bookies are lost for good and new ones join while ledgers are written; the auditor must restore Qw copies"
     }
 
-    fn resolve(&self, spec: &RunSpec) -> RunSpec {
-        let (_, prof) = repair_losses(spec.seed);
-        let schedule = spec.schedule.clone().unwrap_or_else(|| {
-            let mut drawn = spec.schedule_for(&prof);
-            drawn.actions.extend(aimed(spec.seed));
-            drawn.actions.sort_by_key(|a| a.at_ms);
-            drawn
-        });
-        resolve_ledger(spec, schedule)
+    fn default_phase(&self) -> Duration {
+        FAULT_PHASE
     }
 
-    fn nodes(&self, spec: &RunSpec) -> Vec<String> {
-        profile(&Plan::draw(spec.seed)).nodes
+    fn plan(&self, seed: u64, _config: &mut Config) -> RepairPlan {
+        RepairPlan::draw(seed)
     }
 
-    fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
-        mqsim_core::probe::Probe::ALL.to_vec()
+    fn topology(&self, plan: &RepairPlan) -> Topology {
+        topology(&plan.ledger, JOINING.len())
+    }
+
+    fn faults(&self, _plan: &RepairPlan) -> Faults {
+        faults()
+    }
+
+    /// The nemesis spares the lost bookies: their loss is the scenario's.
+    fn spared(&self, plan: &RepairPlan) -> Vec<String> {
+        plan.lost.iter().map(|(b, _)| b.clone()).collect()
+    }
+
+    fn aimed(&self, run: &Run<RepairPlan>) -> Vec<FaultAction> {
+        let run = Run { plan: run.plan.ledger.clone(), ..run_of_ledger(run) };
+        aimed(&run)
+    }
+
+    fn start(w: &Arc<World>, run: &Run<RepairPlan>) {
+        w.add_node(SERVER, meta::serve);
+        for b in run.topology.names("bookie") {
+            w.add_node(&b, bookie_with_autorecovery);
+        }
+        let stop = run.phase + REPAIR_WRITERS_STOP_AFTER;
+        add_clients(w, &run_of_ledger(run), stop, run.phase + REPAIR_RECOVER_AFTER);
+    }
+
+    async fn drive(w: Arc<World>, run: Run<RepairPlan>) -> Self::Final {
+        let RepairPlan { lost, back, .. } = &run.plan;
+        // Losses, returns and arrivals, in time order.
+        let mut changes: Vec<(Duration, String, Change)> =
+            lost.iter().map(|(b, t)| (*t, b.clone(), Change::Crash)).collect();
+        changes.push((back.1, back.0.clone(), Change::Restart));
+        changes.extend(JOINING.iter().zip(run.topology.names("bookie-new")).map(|(t, b)| (*t, b, Change::Join)));
+        changes.sort_by_key(|c| c.0);
+        for (t, b, change) in changes {
+            w.sleep_until(t).await;
+            match change {
+                Change::Crash => w.crash(&b),
+                Change::Restart => w.restart(&b),
+                Change::Join => w.add_node(&b, bookie_with_autorecovery),
+            }
+        }
+        w.sleep_until(REPAIR_FINAL_READ).await;
+        add_checker(&w);
+        w.sleep_until(REPAIR_END).await;
+        let mut names = run.topology.names("bookie");
+        names.extend(run.topology.names("bookie-new"));
+        durable_journals(&w, names)
+    }
+
+    fn end(_run: &Run<RepairPlan>) -> Duration {
+        REPAIR_END
+    }
+
+    fn check(run: &Run<RepairPlan>, ran: &Ran, _schedule: &Schedule, journals: Self::Final) -> Vec<Violation> {
+        let registered = checker::registered_at_end(&ran.history);
+        let fin = Final::from_journals(&journals, Some(registered), true, micros(run.phase), micros(REPAIR_END));
+        check(&ran.history, &fin)
     }
 
     fn signals(&self) -> Vec<(&'static str, Signal)> {
-        vec![(RECOVERER, Signal::RecoverNow), (RECOVERER, Signal::FenceEarly)]
+        RECOVERER_SIGNALS.to_vec()
     }
 
     fn bugs(&self) -> Vec<Bug> {
         vec![Bug::AuditorMarksBeforeCopy]
     }
+}
 
-    fn run(&self, spec: &RunSpec) -> Outcome {
-        let spec = self.resolve(spec);
-        let plan = Plan::draw(spec.seed);
-        let (Losses { lost, back }, _) = repair_losses(spec.seed);
-        let schedule = spec.schedule.clone().unwrap_or_default();
-        let phase = spec.phase(FAULT_PHASE);
-        let (writers_stop, recover_until) = (phase + REPAIR_WRITERS_STOP_AFTER, phase + REPAIR_RECOVER_AFTER);
-        let (run_schedule, run_plan, max_ops) = (schedule.clone(), plan.clone(), spec.config.ops_per_client);
-        let (ran, journals) = world::run(spec.seed, spec.bugs, |w| async move {
-            w.add_node(SERVER, meta::serve);
-            for b in run_plan.bookie_names() {
-                w.add_node(&b, bookie_with_autorecovery);
-            }
-            let (world, plan) = (w.clone(), run_plan.clone());
-            w.add_node(WRITER, move |env| workload::writer(env, world.clone(), plan.clone(), writers_stop, max_ops));
-            let world = w.clone();
-            w.add_node(RECOVERER, move |env| workload::recoverer(env, world.clone(), writers_stop, recover_until));
-            w.spawn_nemesis(run_schedule);
-            // Losses, returns and arrivals, in time order.
-            let mut changes: Vec<(Duration, &str, Change)> =
-                lost.iter().map(|(b, t)| (*t, b.as_str(), Change::Crash)).collect();
-            changes.push((back.1, back.0.as_str(), Change::Restart));
-            changes.extend(JOINING.iter().map(|(b, t)| (*t, *b, Change::Join)));
-            changes.sort_by_key(|c| c.0);
-            for (t, b, change) in changes {
-                w.sleep_until(t).await;
-                match change {
-                    Change::Crash => w.crash(b),
-                    Change::Restart => w.restart(b),
-                    Change::Join => w.add_node(b, bookie_with_autorecovery),
-                }
-            }
-            w.sleep_until(REPAIR_FINAL_READ).await;
-            let world = w.clone();
-            w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone()));
-            w.sleep_until(REPAIR_END).await;
-            let mut names = run_plan.bookie_names();
-            names.extend(JOINING.iter().map(|(b, _)| b.to_string()));
-            (Ran::of(&w), durable_journals(&w, names))
-        });
-        let registered = checker::registered_at_end(&ran.history);
-        let fin = Final::from_journals(&journals, Some(registered), true, micros(phase), micros(REPAIR_END));
-        let violations = check(&ran.history, &fin);
-        Outcome::new(violations, ran, schedule, REPAIR_END)
+/// A repair run seen as a ledger run (the writer's and recoverer's view).
+fn run_of_ledger(run: &Run<RepairPlan>) -> Run<Plan> {
+    Run {
+        seed: run.seed,
+        plan: run.plan.ledger.clone(),
+        topology: run.topology.clone(),
+        config: run.config.clone(),
+        phase: run.phase,
     }
-}
-
-/// The bookies `ledger-repair` loses: one for good, one for a long while.
-struct Losses {
-    lost: Vec<(String, Duration)>,
-    back: (String, Duration),
-}
-
-/// Draws the seed's losses, and the nemesis profile that spares the lost bookies.
-fn repair_losses(seed: u64) -> (Losses, Profile) {
-    let plan = Plan::draw(seed);
-    let mut rng = mqsim_sim::rng_for(seed, "ledger-repair/losses");
-    // One bookie is lost for good; another is down for a long time and then
-    // returns. Storage survives Qw-1 losses at once, not more.
-    let names: Vec<String> = plan.bookie_names().choose_multiple(&mut rng, 2).cloned().collect();
-    let at = |rng: &mut rand_chacha::ChaCha8Rng| Duration::from_millis(rng.gen_range(5_000..35_000));
-    let lost_at = at(&mut rng);
-    let away_at = at(&mut rng);
-    let away_for = Duration::from_millis(rng.gen_range(20_000..40_000));
-    let lost: Vec<(String, Duration)> = vec![(names[0].clone(), lost_at), (names[1].clone(), away_at)];
-    let back = (names[1].clone(), away_at + away_for);
-    let mut prof = profile(&plan);
-    prof.targets.retain(|t| !lost.iter().any(|(b, _)| b == t));
-    prof.durable.retain(|t| !lost.iter().any(|(b, _)| b == t));
-    (Losses { lost, back }, prof)
 }

@@ -11,17 +11,19 @@
 mod checker;
 mod workload;
 
-use crate::{Config, Outcome, Ran, RunSpec, Scenario};
+use crate::kit::{Faults, Knob, Role, Run, Script, Topology};
+use crate::{Config, Ran, Violation};
 use mqsim_core::meta;
-use mqsim_sim::nemesis::Profile;
-use mqsim_sim::{world, FaultKind};
+use mqsim_sim::{FaultKind, Schedule, World};
 use rand::Rng;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use checker::check;
 
 pub const SERVER: &str = "meta-0";
-pub const CHECKER: &str = "checker";
+/// The node that reads the final state (the one node of role `checker`).
+pub const CHECKER: &str = "checker-0";
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FAULT_PHASE: Duration = Duration::from_secs(40);
 /// The largest clock drift the nemesis may give a node (5%).
@@ -54,38 +56,18 @@ impl Timeline {
 pub struct Meta;
 
 /// The parameters one seed draws for the scenario.
+#[derive(Clone, Debug)]
 pub struct Plan {
     pub clients: usize,
 }
 
-impl Plan {
-    fn draw(seed: u64, config: &Config) -> Plan {
-        let drawn = mqsim_sim::rng_for(seed, "meta/plan").gen_range(3..=5);
-        Plan { clients: config.clients.unwrap_or(drawn) }
-    }
+/// How many client nodes a seed may have.
+const CLIENTS: &str = "clients";
 
-    fn client_names(&self) -> Vec<String> {
-        (0..self.clients).map(|i| format!("client-{i}")).collect()
-    }
-}
+impl Script for Meta {
+    type Plan = Plan;
+    type Final = ();
 
-pub fn profile(plan: &Plan) -> Profile {
-    let mut nodes = vec![SERVER.to_string()];
-    nodes.extend(plan.client_names());
-    Profile {
-        targets: nodes.clone(),
-        nodes,
-        durable: vec![SERVER.to_string()],
-        kinds: FaultKind::swarm(),
-        message_kinds: meta::KINDS.to_vec(),
-        fault_phase_ms: FAULT_PHASE.as_millis() as u64,
-        // The service mirrors its log in two files: it survives one damaged copy.
-        max_corruptions_per_node: 1,
-        max_drift_ppm: MAX_DRIFT_PPM,
-    }
-}
-
-impl Scenario for Meta {
     fn name(&self) -> &'static str {
         "meta"
     }
@@ -94,14 +76,66 @@ impl Scenario for Meta {
         "metadata service: creates, CAS, deletes, sessions and ephemeral keys under crashes, partitions, disk and clock faults"
     }
 
-    fn resolve(&self, spec: &RunSpec) -> RunSpec {
-        let plan = Plan::draw(spec.seed, &spec.config);
-        let config = Config {
-            clients: Some(plan.clients),
-            phase_ms: Some(spec.phase(FAULT_PHASE).as_millis() as u64),
-            ..spec.config.clone()
-        };
-        RunSpec { config, schedule: Some(spec.schedule_for(&profile(&plan))), ..spec.clone() }
+    fn default_phase(&self) -> Duration {
+        FAULT_PHASE
+    }
+
+    fn knobs(&self) -> Vec<Knob> {
+        vec![Knob::count(CLIENTS, "client nodes", 1..=16)]
+    }
+
+    fn plan(&self, seed: u64, config: &mut Config) -> Plan {
+        let drawn = mqsim_sim::rng_for(seed, "meta/plan").gen_range(3..=5);
+        let clients = config.get(CLIENTS).unwrap_or(drawn);
+        config.set(CLIENTS, clients);
+        Plan { clients: clients as usize }
+    }
+
+    fn topology(&self, plan: &Plan) -> Topology {
+        Topology::new(vec![
+            Role::new("meta", 1).durable(),
+            Role::new("client", plan.clients),
+            Role::new("checker", 1).joining(),
+        ])
+    }
+
+    fn faults(&self, _plan: &Plan) -> Faults {
+        Faults {
+            kinds: FaultKind::swarm(),
+            message_kinds: meta::KINDS.to_vec(),
+            // The service mirrors its log in two files: it survives one damaged copy.
+            max_corruptions_per_node: 1,
+            max_drift_ppm: MAX_DRIFT_PPM,
+        }
+    }
+
+    fn start(w: &Arc<World>, run: &Run<Plan>) {
+        let timeline = Timeline::after(run.phase);
+        w.add_node(SERVER, meta::serve);
+        for name in run.topology.names("client") {
+            let (world, max_ops) = (w.clone(), run.max_ops());
+            w.add_node(&name, move |env| workload::client(env, world.clone(), timeline, max_ops));
+        }
+    }
+
+    async fn drive(w: Arc<World>, run: Run<Plan>) {
+        let timeline = Timeline::after(run.phase);
+        w.sleep_until(timeline.final_crash).await;
+        w.crash(SERVER);
+        w.sleep_until(timeline.final_restart).await;
+        w.restart(SERVER);
+        w.sleep_until(timeline.final_read).await;
+        let world = w.clone();
+        w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone()));
+        w.sleep_until(timeline.end).await;
+    }
+
+    fn end(run: &Run<Plan>) -> Duration {
+        Timeline::after(run.phase).end
+    }
+
+    fn check(_run: &Run<Plan>, ran: &Ran, schedule: &Schedule, _fin: ()) -> Vec<Violation> {
+        check(&ran.history, schedule)
     }
 
     fn bugs(&self) -> Vec<mqsim_core::bugs::Bug> {
@@ -109,37 +143,6 @@ impl Scenario for Meta {
     }
 
     fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
-        crate::probes_of(&["meta", "wal", "rpc"])
-    }
-
-    fn nodes(&self, spec: &RunSpec) -> Vec<String> {
-        profile(&Plan::draw(spec.seed, &spec.config)).nodes
-    }
-
-    fn run(&self, spec: &RunSpec) -> Outcome {
-        let spec = self.resolve(spec);
-        let plan = Plan::draw(spec.seed, &spec.config);
-        let schedule = spec.schedule.clone().unwrap_or_default();
-        let timeline = Timeline::after(spec.phase(FAULT_PHASE));
-        let (run_schedule, max_ops) = (schedule.clone(), spec.config.ops_per_client);
-        let ran = world::run(spec.seed, spec.bugs, |w| async move {
-            w.add_node(SERVER, meta::serve);
-            for name in plan.client_names() {
-                let world = w.clone();
-                w.add_node(&name, move |env| workload::client(env, world.clone(), timeline, max_ops));
-            }
-            w.spawn_nemesis(run_schedule);
-            w.sleep_until(timeline.final_crash).await;
-            w.crash(SERVER);
-            w.sleep_until(timeline.final_restart).await;
-            w.restart(SERVER);
-            w.sleep_until(timeline.final_read).await;
-            let world = w.clone();
-            w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone()));
-            w.sleep_until(timeline.end).await;
-            Ran::of(&w)
-        });
-        let violations = check(&ran.history, &schedule);
-        Outcome::new(violations, ran, schedule, timeline.end)
+        crate::probes_of(&["meta", "wal", "rpc", "session"])
     }
 }
