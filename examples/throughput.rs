@@ -1,5 +1,6 @@
-//! Seeds per second and simulated-time speed-up of a scenario, in-process;
-//! exits 1 if any seed failed (printing the first 20 failures).
+//! Seeds per second, simulated-time speed-up and messages per wall second of
+//! a scenario, in-process on one core; exits 1 if any seed failed (printing
+//! the first 20 failures). Compare the message rate with `examples/bare_madsim`.
 //! `cargo run --release --example throughput -- [SCENARIO] [SEEDS] [FIRST]`
 
 use mqsim_scenarios::{find, RunSpec};
@@ -15,10 +16,12 @@ fn main() {
         std::process::exit(2);
     };
     let (start, mut sim_ms, mut ops, mut failed) = (Instant::now(), 0, 0, 0);
+    let mut work = mqsim_sim::Counters::default();
     for seed in first..first + seeds {
         let outcome = scenario.run(&RunSpec { seed, ..RunSpec::default() });
         sim_ms += outcome.stats.sim_ms;
         ops += outcome.stats.ops;
+        work.add(&outcome.stats.counters);
         if let Some(v) = outcome.violations.first() {
             if failed < 20 {
                 println!("FAIL {name} seed={seed} {}: {}", v.invariant, v.detail);
@@ -28,11 +31,15 @@ fn main() {
     }
     let wall = start.elapsed().as_secs_f64();
     println!(
-        "{name}: seeds {first}..{} ({failed} failed) in {wall:.2}s: {:.1} seeds/s, {:.0}x real time, {:.0} ops/s",
+        "{name}: seeds {first}..{} ({failed} failed) in {wall:.2}s: {:.1} seeds/s, {:.0}x real time, {:.0} ops/s, \
+         {:.0} messages/s, {:.0} fsyncs/s, peak memory {} MiB",
         first + seeds - 1,
         seeds as f64 / wall,
         sim_ms as f64 / 1000.0 / wall,
-        ops as f64 / wall
+        ops as f64 / wall,
+        work.messages_sent as f64 / wall,
+        work.fsyncs as f64 / wall,
+        mqsim_sim::counters::peak_rss_kib() / 1024
     );
     if failed > 0 {
         std::process::exit(1);

@@ -98,6 +98,8 @@ impl Campaign {
         for s in &self.scenarios {
             summary.scenarios.entry(s.name().to_string()).or_default();
         }
+        // One line per seed: its verdict, work and peak memory.
+        let mut seeds: Vec<(&str, u64, String)> = Vec::new();
         let progress = Progress::new(work.len() as u64);
         let started = Instant::now();
         let next = AtomicUsize::new(0);
@@ -124,6 +126,7 @@ impl Campaign {
                         return Err(e);
                     }
                 };
+                seeds.push((done.scenario, done.seed, seed_line(done.scenario, done.seed, &ran)));
                 let totals = summary.scenarios.entry(done.scenario.to_string()).or_default();
                 totals.add_run(&ran.verdict, &ran.stats, ran.wall.as_secs_f64());
                 if !ran.verdict.passed() {
@@ -143,6 +146,9 @@ impl Campaign {
         summary.wall_seconds = started.elapsed().as_secs_f64();
         summary.cases.sort_by(|a, b| (&a.scenario, a.seed).cmp(&(&b.scenario, b.seed)));
         summary.write(&self.out)?;
+        seeds.sort();
+        let lines: Vec<&str> = std::iter::once(SEEDS_HEADER).chain(seeds.iter().map(|(_, _, l)| l.as_str())).collect();
+        crate::write_atomically(&self.out.join("seeds.csv"), &(lines.join("\n") + "\n"))?;
         Ok(summary)
     }
 
@@ -170,6 +176,27 @@ impl Campaign {
         let timeline = drawn.then_some(timeline);
         Ok(CaseEntry { scenario: scenario.to_string(), seed, verdict: case.verdict, case: file, timeline })
     }
+}
+
+const SEEDS_HEADER: &str = "scenario,seed,verdict,ops,messages,sim_seconds,wall_seconds,peak_rss_kib";
+
+/// A seed's line of `seeds.csv`.
+fn seed_line(scenario: &str, seed: u64, ran: &crate::exec::Executed) -> String {
+    let s = &ran.stats;
+    let verdict = match &ran.verdict {
+        crate::case::Verdict::Pass => "pass".to_string(),
+        crate::case::Verdict::Fail { invariant, .. } => format!("fail:{invariant}"),
+        crate::case::Verdict::Panic { .. } => "panic".to_string(),
+        crate::case::Verdict::Hang { .. } => "hang".to_string(),
+    };
+    format!(
+        "{scenario},{seed},{verdict},{},{},{:.3},{:.3},{}",
+        s.ops,
+        s.counters.messages_sent,
+        s.sim_ms as f64 / 1000.0,
+        ran.wall.as_secs_f64(),
+        s.peak_rss_kib
+    )
 }
 
 fn timeline_file(scenario: &str, seed: u64) -> String {

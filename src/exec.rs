@@ -46,7 +46,7 @@ pub struct Outputs {
 #[serde(rename_all = "snake_case")]
 enum Message {
     Resolved { config: Config, schedule: Schedule },
-    Done { verdict: Verdict, history: Option<Digest>, stats: Option<Stats>, output_error: Option<String> },
+    Done { verdict: Verdict, history: Option<Digest>, stats: Option<Box<Stats>>, output_error: Option<String> },
 }
 
 /// What the parent learns about one run.
@@ -129,7 +129,7 @@ pub fn execute(job: &Job, watchdog: Duration) -> Result<Executed, BadInput> {
         }
     };
     let stats = stats.unwrap_or_default();
-    Ok(Executed { config, schedule, verdict, history, stats, output_error, stderr, wall: started.elapsed() })
+    Ok(Executed { config, schedule, verdict, history, stats: *stats, output_error, stderr, wall: started.elapsed() })
 }
 
 /// The first panic of the process, with its location.
@@ -201,7 +201,8 @@ pub fn child_main() -> ExitCode {
                 }
             }
             let history = Some(Digest::of(&outcome.history));
-            Message::Done { verdict, history, stats: Some(outcome.stats), output_error }
+            let stats = Stats { peak_rss_kib: mqsim_sim::counters::peak_rss_kib(), ..outcome.stats };
+            Message::Done { verdict, history, stats: Some(Box::new(stats)), output_error }
         }
         Err(verdict) => Message::Done { verdict, history: None, stats: None, output_error: None },
     };

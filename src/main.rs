@@ -284,7 +284,10 @@ fn run(
     }
     let s = outcome.map(|o| o.stats).unwrap_or_default();
     let faults: u64 = s.faults.values().sum();
-    let figures = format!("ops={} faults={faults} sim={}s wall={wall:.2}s", s.ops, s.sim_ms / 1000);
+    let msgs = s.counters.messages_sent;
+    let rate = if wall > 0.0 { msgs as f64 / wall } else { 0.0 };
+    let figures =
+        format!("ops={} msgs={msgs} faults={faults} sim={}s wall={wall:.2}s ({rate:.0} msg/s)", s.ops, s.sim_ms / 1000);
     let title = case::title(name, seed, &bugs);
     match verdict {
         Verdict::Pass => println!("PASS {title} {figures}"),

@@ -43,6 +43,12 @@ pub struct ScenarioTotals {
     pub run_seconds: f64,
     /// Fault actions injected, by kind.
     pub faults: BTreeMap<String, u64>,
+    /// Messages, bytes and disk work, summed over the runs.
+    #[serde(default)]
+    pub counters: mqsim_sim::Counters,
+    /// The largest peak resident memory of any one seed's run, in KiB.
+    #[serde(default)]
+    pub peak_rss_kib: u64,
     /// Seeds that reached each coverage probe.
     #[serde(default)]
     pub probes: BTreeMap<String, u64>,
@@ -75,6 +81,8 @@ impl ScenarioTotals {
         self.ops += stats.ops;
         self.sim_seconds += stats.sim_ms as f64 / 1000.0;
         self.run_seconds += wall;
+        self.counters.add(&stats.counters);
+        self.peak_rss_kib = self.peak_rss_kib.max(stats.peak_rss_kib);
         for (kind, n) in &stats.faults {
             *self.faults.entry(kind.clone()).or_default() += n;
         }
@@ -101,6 +109,8 @@ impl ScenarioTotals {
         self.ops += other.ops;
         self.sim_seconds += other.sim_seconds;
         self.run_seconds += other.run_seconds;
+        self.counters.add(&other.counters);
+        self.peak_rss_kib = self.peak_rss_kib.max(other.peak_rss_kib);
         for (k, n) in &other.faults {
             *self.faults.entry(k.clone()).or_default() += n;
         }
@@ -111,6 +121,15 @@ impl ScenarioTotals {
 
     pub fn not_passed(&self) -> u64 {
         self.seeds.saturating_sub(self.passed)
+    }
+
+    /// Messages sent per wall second of one core.
+    fn message_rate(&self) -> f64 {
+        if self.run_seconds > 0.0 {
+            self.counters.messages_sent as f64 / self.run_seconds
+        } else {
+            0.0
+        }
     }
 
     /// Seeds per second of one core.
@@ -166,21 +185,43 @@ impl Summary {
         );
         let _ = writeln!(
             md,
-            "| scenario | seeds | passed | failed (by invariant) | panics | hangs | seeds/s per core | × real time |"
+            "| scenario | seeds | passed | failed (by invariant) | panics | hangs | seeds/s per core | × real time | messages/s per core | peak memory of a seed |"
         );
-        let _ = writeln!(md, "|---|---:|---:|---|---:|---:|---:|---:|");
+        let _ = writeln!(md, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|");
         for (name, s) in &self.scenarios {
             let failed: Vec<String> = s.failed.iter().map(|(k, n)| format!("{k}: {n}")).collect();
             let failed = if failed.is_empty() { "0".to_string() } else { failed.join(", ") };
             let speed = if s.run_seconds > 0.0 { s.sim_seconds / s.run_seconds } else { 0.0 };
             let _ = writeln!(
                 md,
-                "| {name} | {} | {} | {failed} | {} | {} | {:.1} | {speed:.0} |",
+                "| {name} | {} | {} | {failed} | {} | {} | {:.1} | {speed:.0} | {:.0} | {:.0} MiB |",
                 s.seeds,
                 s.passed,
                 s.panics,
                 s.hangs,
-                s.rate()
+                s.rate(),
+                s.message_rate(),
+                s.peak_rss_kib as f64 / 1024.0
+            );
+        }
+        let _ = writeln!(md, "\n## Work done, summed over the seeds\n");
+        let _ = writeln!(
+            md,
+            "| scenario | messages sent | delivered | dropped | duplicated | bytes sent | fsyncs | disk bytes |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (name, s) in &self.scenarios {
+            let c = &s.counters;
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+                c.messages_sent,
+                c.messages_delivered,
+                c.messages_dropped,
+                c.messages_duplicated,
+                c.bytes_sent,
+                c.fsyncs,
+                c.disk_bytes
             );
         }
         let _ = writeln!(md, "\n## Faults injected, by kind\n");

@@ -86,17 +86,24 @@ pub struct Stats {
     /// Hits per coverage probe reached.
     #[serde(default)]
     pub probes: BTreeMap<String, u64>,
+    /// Messages, bytes and disk work of the run.
+    #[serde(default)]
+    pub counters: mqsim_sim::Counters,
+    /// Peak resident memory of the process that ran it, in KiB (set by the runner).
+    #[serde(default)]
+    pub peak_rss_kib: u64,
 }
 
 /// What a finished simulation leaves: its history and the probes it reached.
 pub struct Ran {
     pub history: Vec<Record>,
     pub probes: BTreeMap<String, u64>,
+    pub counters: mqsim_sim::Counters,
 }
 
 impl Ran {
     pub fn of(world: &mqsim_sim::World) -> Ran {
-        Ran { history: world.history.records(), probes: world.history.probe_counts() }
+        Ran { history: world.history.records(), probes: world.history.probe_counts(), counters: world.counters() }
     }
 }
 
@@ -115,6 +122,8 @@ impl Outcome {
             sim_ms: sim.as_millis() as u64,
             faults: schedule.kinds(),
             probes: run.probes,
+            counters: run.counters,
+            peak_rss_kib: 0,
         };
         Outcome { violations, history: run.history, schedule, stats }
     }

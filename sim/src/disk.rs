@@ -53,6 +53,9 @@ struct State {
     faults: DiskFaults,
     rng: ChaCha8Rng,
     read_flips: u64,
+    /// Syncs completed and bytes appended, for the run's counters.
+    fsyncs: u64,
+    bytes_written: u64,
 }
 
 /// Latency of a healthy fsync.
@@ -61,7 +64,14 @@ const FSYNC: std::ops::RangeInclusive<Duration> = Duration::from_micros(500)..=D
 impl SimDisk {
     pub fn new(rng: ChaCha8Rng, on_aimed_crash: FsyncCrash) -> SimDisk {
         SimDisk {
-            state: Mutex::new(State { files: BTreeMap::new(), faults: DiskFaults::default(), rng, read_flips: 0 }),
+            state: Mutex::new(State {
+                files: BTreeMap::new(),
+                faults: DiskFaults::default(),
+                rng,
+                read_flips: 0,
+                fsyncs: 0,
+                bytes_written: 0,
+            }),
             on_aimed_crash,
         }
     }
@@ -116,6 +126,12 @@ impl SimDisk {
     }
 
     /// The bytes that would survive a crash now, per file (for final-state checks).
+    /// Syncs completed and bytes appended so far.
+    pub fn work(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.fsyncs, st.bytes_written)
+    }
+
     pub fn durable_snapshot(&self) -> BTreeMap<String, Vec<u8>> {
         self.lock().files.iter().map(|(n, f)| (n.clone(), f.data[..f.synced].to_vec())).collect()
     }
@@ -135,6 +151,7 @@ impl Disk for SimDisk {
             return Err(DiskError::Io);
         }
         st.files.entry(file.to_string()).or_default().data.extend_from_slice(data);
+        st.bytes_written += data.len() as u64;
         Ok(())
     }
 
@@ -208,7 +225,9 @@ impl Disk for SimDisk {
             }
             // Only what was written before the sync began is made durable; a
             // crash during the sleep kills this task and nothing is synced.
-            if let Some(f) = self.lock().files.get_mut(file).filter(|f| f.truncations == truncations) {
+            let mut st = self.lock();
+            st.fsyncs += 1;
+            if let Some(f) = st.files.get_mut(file).filter(|f| f.truncations == truncations) {
                 f.synced = f.synced.max(upto.min(f.data.len()));
             }
             Ok(())

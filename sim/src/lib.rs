@@ -2,6 +2,7 @@
 //! and clocks, a fault-filtering transport, a seeded nemesis and a history.
 
 pub mod clock;
+pub mod counters;
 pub mod disk;
 pub mod history;
 pub mod log;
@@ -9,6 +10,7 @@ pub mod nemesis;
 pub mod net;
 pub mod world;
 
+pub use counters::Counters;
 pub use history::{History, Record};
 pub use nemesis::{Fault, FaultAction, FaultKind, Schedule};
 pub use world::World;

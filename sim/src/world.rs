@@ -157,6 +157,25 @@ impl World {
         Env::new(name.to_string(), Arc::new(net), disk, clock, Arc::new(events), self.bugs, rng_seed)
     }
 
+    /// What the run did so far: messages, bytes, syncs.
+    pub fn counters(&self) -> crate::Counters {
+        let net = self.network.stats();
+        let mut c = crate::Counters {
+            messages_sent: net.sent,
+            bytes_sent: net.bytes,
+            messages_delivered: net.delivered,
+            messages_dropped: net.dropped + net.blocked,
+            messages_duplicated: net.duplicated,
+            ..Default::default()
+        };
+        for node in self.nodes().values() {
+            let (fsyncs, bytes) = node.disk.work();
+            c.fsyncs += fsyncs;
+            c.disk_bytes += bytes;
+        }
+        c
+    }
+
     /// Simulated time since the run began.
     pub fn elapsed(&self) -> Duration {
         madsim::time::Instant::now().duration_since(self.start)

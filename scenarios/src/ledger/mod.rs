@@ -268,7 +268,7 @@ impl Script for LedgerFencing {
     }
 
     fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
-        crate::probes_of(&["meta", "wal", "rpc", "session", "bookie", "writer", "recovery"])
+        crate::probes_of(&["meta", "wal", "rpc", "bookie", "writer", "recovery"])
     }
 
     fn signals(&self) -> Vec<(&'static str, Signal)> {

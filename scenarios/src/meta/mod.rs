@@ -143,6 +143,6 @@ impl Script for Meta {
     }
 
     fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
-        crate::probes_of(&["meta", "wal", "rpc", "session"])
+        crate::probes_of(&["meta", "wal", "rpc"])
     }
 }
