@@ -116,19 +116,22 @@ pub type Requests<P> = mpsc::UnboundedReceiver<Incoming<P>>;
 
 /// A service's queue, as the receive loop sees it.
 trait Inbox: Send + Sync {
-    /// Decodes `body` and queues it if `admit(kind)` agrees; false when undecodable.
-    fn offer(&self, from: &str, id: u64, body: &[u8], admit: &mut dyn FnMut(Kind) -> bool) -> bool;
+    /// The kind of the request in `body`; `None` when undecodable.
+    fn kind_of(&self, body: &[u8]) -> Option<Kind>;
+    /// Decodes `body` and queues it; false when undecodable.
+    fn deliver(&self, from: String, id: u64, body: &[u8]) -> bool;
 }
 
 struct Queue<P: Protocol>(mpsc::UnboundedSender<Incoming<P>>);
 
 impl<P: Protocol> Inbox for Queue<P> {
-    fn offer(&self, from: &str, id: u64, body: &[u8], admit: &mut dyn FnMut(Kind) -> bool) -> bool {
+    fn kind_of(&self, body: &[u8]) -> Option<Kind> {
+        postcard::from_bytes::<P::Request>(body).ok().map(|req| P::kind(&req))
+    }
+
+    fn deliver(&self, from: String, id: u64, body: &[u8]) -> bool {
         let Ok(req) = postcard::from_bytes::<P::Request>(body) else { return false };
-        let kind = P::kind(&req);
-        if admit(kind) {
-            let _ = self.0.unbounded_send(Incoming { from: from.to_string(), kind, req, id });
-        }
+        let _ = self.0.unbounded_send(Incoming { from, kind: P::kind(&req), req, id });
         true
     }
 }
@@ -150,8 +153,8 @@ struct State {
     calls: BTreeMap<u64, oneshot::Sender<Answer>>,
     /// Incarnations of the callees this endpoint has talked to.
     callees: BTreeMap<String, u64>,
-    /// Calls executed, per (caller, caller incarnation).
-    seen: BTreeMap<(String, u64), Seen>,
+    /// Calls executed, per caller and caller incarnation.
+    seen: BTreeMap<String, BTreeMap<u64, Seen>>,
     /// Calls that gave up waiting, so an answer to them is a late one.
     gave_up: BTreeSet<u64>,
 }
@@ -211,24 +214,16 @@ impl Rpc {
             Header::Call { id, caller, callee, service } => {
                 let inbox = self.services.lock().expect("rpc services").get(&service).cloned();
                 let Some(inbox) = inbox else { return };
-                let (mut stale, mut duplicate) = (None, false);
-                let decoded = inbox.offer(&from, id, body, &mut |kind| {
-                    if callee != self.incarnation {
-                        stale = Some(kind);
-                    } else if !self.lock().seen.entry((from.clone(), caller)).or_default().first_time(id) {
-                        duplicate = true;
-                    }
-                    stale.is_none() && !duplicate
-                });
-                if !decoded {
-                    tracing::warn!(%from, service, "undecodable request dropped");
-                }
-                if duplicate {
-                    self.events.probe(Probe::RpcDuplicateDropped);
-                }
-                if let Some(kind) = stale {
+                if callee != self.incarnation {
+                    let Some(kind) = inbox.kind_of(body) else { return };
                     let frame = encode(&Header::Stale { id, callee: self.incarnation }, &());
-                    self.net.send(&from, MsgKind { kind, reply: true }, frame).await;
+                    return self.net.send(&from, MsgKind { kind, reply: true }, frame).await;
+                }
+                if !self.first_time(&from, caller, id) {
+                    return self.events.probe(Probe::RpcDuplicateDropped);
+                }
+                if !inbox.deliver(from, id, body) {
+                    tracing::warn!(service, "undecodable request dropped");
                 }
             }
             Header::Reply { id } => {
@@ -237,6 +232,17 @@ impl Rpc {
             }
             Header::Stale { id, callee } => self.answer(id, Answer::Stale(callee)),
         }
+    }
+
+    /// Whether call `id` of `caller`'s incarnation runs for the first time here.
+    fn first_time(&self, from: &str, caller: u64, id: u64) -> bool {
+        let mut st = self.lock();
+        // Looked up by reference: a caller's entry is made once, not per call.
+        if !st.seen.contains_key(from) {
+            st.seen.insert(from.to_string(), BTreeMap::new());
+        }
+        let incarnations = st.seen.get_mut(from).expect("just made");
+        incarnations.entry(caller).or_default().first_time(id)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -103,7 +103,7 @@ pub struct Ran {
 
 impl Ran {
     pub fn of(world: &mqsim_sim::World) -> Ran {
-        Ran { history: world.history.records(), probes: world.history.probe_counts(), counters: world.counters() }
+        Ran { history: world.history.take(), probes: world.history.probe_counts(), counters: world.counters() }
     }
 }
 

@@ -2,9 +2,7 @@
 //! network, with partitions (symmetric and one-way) and per-kind rules that
 //! drop, delay, duplicate or reorder messages by source, destination and kind.
 
-use futures::channel::mpsc;
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use madsim::net::Endpoint;
 use mqsim_core::env::{Kind, MsgKind, Transport};
 use mqsim_core::random::Random;
@@ -206,42 +204,26 @@ pub struct SimTransport {
     name: String,
     endpoint: Endpoint,
     network: Arc<Network>,
-    inbox: futures::lock::Mutex<mpsc::UnboundedReceiver<(String, Vec<u8>)>>,
 }
 
 impl SimTransport {
     pub async fn bind(name: &str, ip: IpAddr, network: Arc<Network>) -> SimTransport {
         let endpoint = Endpoint::bind(SocketAddr::new(ip, PORT)).await.expect("bind node endpoint");
-        let (tx, rx) = mpsc::unbounded();
-        // The only caller of recv_from_raw; never cancelled mid-receive.
-        let (ep, net, me) = (endpoint.clone(), network.clone(), name.to_string());
-        madsim::task::spawn(async move {
-            while let Ok((payload, from)) = ep.recv_from_raw(TAG).await {
-                let Ok(bytes) = payload.downcast::<Vec<u8>>() else { continue };
-                let sender = {
-                    let mut st = net.lock();
-                    let sender = st.names.get(&from.ip()).cloned();
-                    match sender {
-                        // A partition that began while the message was in flight also loses it.
-                        Some(n) if st.blocked(&n, &me) => {
-                            st.stats.blocked += 1;
-                            None
-                        }
-                        Some(n) => {
-                            st.stats.delivered += 1;
-                            Some(n)
-                        }
-                        None => None,
-                    }
-                };
-                if let Some(sender) = sender {
-                    if tx.unbounded_send((sender, *bytes)).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        SimTransport { name: name.to_string(), endpoint, network, inbox: futures::lock::Mutex::new(rx) }
+        SimTransport { name: name.to_string(), endpoint, network }
+    }
+
+    /// The sender's name of a datagram that arrived from `from`, or `None`
+    /// when it is lost: a partition that began while it was in flight also loses it.
+    fn admit(&self, from: SocketAddr) -> Option<String> {
+        let mut st = self.network.lock();
+        let sender = st.names.get(&from.ip())?;
+        if st.blocked(sender, &self.name) {
+            st.stats.blocked += 1;
+            return None;
+        }
+        let sender = sender.clone();
+        st.stats.delivered += 1;
+        Some(sender)
     }
 }
 
@@ -250,8 +232,12 @@ impl Transport for SimTransport {
         let (addr, copies) = self.network.plan(&self.name, to, kind, bytes.len() as u64);
         Box::pin(async move {
             let Some(addr) = addr else { return };
-            for delay in copies {
-                let payload = Box::new(bytes.clone());
+            let last = copies.len().saturating_sub(1);
+            let mut bytes = Some(bytes);
+            for (i, delay) in copies.into_iter().enumerate() {
+                // The last copy takes the bytes; only duplicates are cloned.
+                let copy = if i == last { bytes.take().unwrap_or_default() } else { bytes.clone().unwrap_or_default() };
+                let payload = Box::new(copy);
                 if delay.is_zero() {
                     let _ = self.endpoint.send_to_raw(addr, TAG, payload).await;
                 } else {
@@ -265,12 +251,19 @@ impl Transport for SimTransport {
         })
     }
 
+    /// The next datagram. Its one caller (the node's RPC loop) never cancels
+    /// it mid-receive, so no datagram taken from the endpoint is lost.
     fn recv(&self) -> BoxFuture<'_, (String, Vec<u8>)> {
         Box::pin(async move {
-            match self.inbox.lock().await.next().await {
-                Some(msg) => msg,
-                // The receive loop ended only because the node is going away.
-                None => futures::future::pending().await,
+            loop {
+                let Ok((payload, from)) = self.endpoint.recv_from_raw(TAG).await else {
+                    // The endpoint is gone only because the node is going away.
+                    return futures::future::pending().await;
+                };
+                let Ok(bytes) = payload.downcast::<Vec<u8>>() else { continue };
+                if let Some(sender) = self.admit(from) {
+                    return (sender, *bytes);
+                }
             }
         })
     }

@@ -232,6 +232,20 @@ impl Server {
                 }
                 Ok(Response::Lac(self.lac.get(ledger).copied().unwrap_or(-1)))
             }
+            Request::ReadBatch { ledger, first, last } => {
+                let mut batch = Vec::new();
+                for (&(_, entry), &offset) in self.index.range((*ledger, *first)..=(*ledger, *last)) {
+                    let stored = journal.read(offset).ok().and_then(|b| postcard::from_bytes::<Record>(&b).ok());
+                    match stored {
+                        Some(Record::Add(e)) if e.intact() && e.ledger == *ledger && e.entry == entry => batch.push(e),
+                        _ => {
+                            env.probe(Probe::BookieChecksumFailed);
+                            env.events.event(Event::ChecksumFailed { ledger: *ledger, entry });
+                        }
+                    }
+                }
+                Ok(Response::Batch(batch))
+            }
             Request::ListEntries { ledger } => {
                 let held = self.index.range((*ledger, EntryId::MIN)..=(*ledger, EntryId::MAX)).map(|((_, e), _)| *e);
                 Ok(Response::Entries(held.collect()))

@@ -46,6 +46,9 @@ pub enum Request {
     Read { ledger: LedgerId, entry: EntryId, fence: bool },
     /// With `fence`, this is the fence request of recovery.
     ReadLac { ledger: LedgerId, fence: bool },
+    /// The entries `first..=last` of `ledger` this bookie holds intact, in
+    /// one answer (BookKeeper's batch read); damaged copies are left out.
+    ReadBatch { ledger: LedgerId, first: EntryId, last: EntryId },
     /// Which entries of `ledger` this bookie holds intact (BookKeeper's
     /// "list of entries of a ledger", which its auditor checks replicas with).
     ListEntries { ledger: LedgerId },
@@ -61,10 +64,19 @@ pub mod kind {
     pub const READ_LAC: Kind = Kind::new("ReadLac");
     pub const FENCE: Kind = Kind::new("Fence");
     pub const LIST_ENTRIES: Kind = Kind::new("ListEntries");
+    pub const READ_BATCH: Kind = Kind::new("ReadBatch");
 }
 
-pub const KINDS: &[Kind] =
-    &[kind::ADD, kind::RECOVERY_ADD, kind::READ, kind::RECOVERY_READ, kind::READ_LAC, kind::FENCE, kind::LIST_ENTRIES];
+pub const KINDS: &[Kind] = &[
+    kind::ADD,
+    kind::RECOVERY_ADD,
+    kind::READ,
+    kind::RECOVERY_READ,
+    kind::READ_LAC,
+    kind::FENCE,
+    kind::LIST_ENTRIES,
+    kind::READ_BATCH,
+];
 
 impl Request {
     pub fn kind(&self) -> Kind {
@@ -76,6 +88,7 @@ impl Request {
             Request::ReadLac { fence: false, .. } => kind::READ_LAC,
             Request::ReadLac { fence: true, .. } => kind::FENCE,
             Request::ListEntries { .. } => kind::LIST_ENTRIES,
+            Request::ReadBatch { .. } => kind::READ_BATCH,
         }
     }
 }
@@ -99,6 +112,7 @@ pub enum Response {
     Entry(Entry),
     Lac(EntryId),
     Entries(Vec<EntryId>),
+    Batch(Vec<Entry>),
     Error(BookieError),
 }
 

@@ -231,6 +231,39 @@ impl LedgerClient {
         Err(LedgerError::Unreadable)
     }
 
+    /// Reads every entry of a closed ledger with one batch read per bookie of
+    /// each fragment; each entry is taken, as [`LedgerClient::read_entry`]
+    /// would, from the first bookie of its write set that returned it intact.
+    /// Entries no bookie returned are left out: read them one by one.
+    pub async fn read_all(&self, meta: &LedgerMeta, ledger: LedgerId) -> BTreeMap<EntryId, Entry> {
+        let mut fragments: Vec<(EntryId, EntryId, &Vec<String>)> = Vec::new();
+        let bounds: Vec<(&EntryId, &Vec<String>)> = meta.ensembles.iter().collect();
+        for (i, (first, ensemble)) in bounds.iter().enumerate() {
+            let last = bounds.get(i + 1).map_or(meta.last_entry, |(next, _)| **next - 1).min(meta.last_entry);
+            if **first <= last {
+                fragments.push((**first, last, ensemble));
+            }
+        }
+        let mut copies: BTreeMap<(EntryId, String), Entry> = BTreeMap::new();
+        for (first, last, ensemble) in fragments {
+            let mut answers = self.fan_out(ensemble, |_| bookie::Request::ReadBatch { ledger, first, last });
+            while let Some((b, res)) = answers.next().await {
+                if let Ok(bookie::Response::Batch(entries)) = res {
+                    for e in entries.into_iter().filter(|e| e.intact() && e.ledger == ledger) {
+                        copies.insert((e.entry, b.clone()), e);
+                    }
+                }
+            }
+        }
+        let mut read = BTreeMap::new();
+        for entry in 0..=meta.last_entry {
+            if let Some(e) = meta.write_set(entry).into_iter().find_map(|b| copies.remove(&(entry, b))) {
+                read.insert(entry, e);
+            }
+        }
+        read
+    }
+
     /// The last add confirmed of an open ledger, as its last ensemble reports it.
     pub async fn read_lac(&self, meta: &LedgerMeta, ledger: LedgerId) -> EntryId {
         let mut answers = self.fan_out(meta.last_fragment().1, |_| bookie::Request::ReadLac { ledger, fence: false });

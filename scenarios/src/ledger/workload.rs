@@ -6,10 +6,10 @@ use futures::stream::StreamExt;
 use mqsim_core::bookie::{self, BookieError, Entry, EntryId, LedgerId};
 use mqsim_core::env::Env;
 use mqsim_core::ledger::{self, LedgerClient, LedgerError, LedgerMeta, State};
-use mqsim_sim::history::{Call, OpId, Ret};
+use mqsim_sim::history::{Body, Call, OpId, Ret};
 use mqsim_sim::nemesis::Signal;
 use mqsim_sim::World;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -226,14 +226,23 @@ pub async fn final_reads(env: Env, world: Arc<World>) {
         }
         complete(&env, &world, op, meta, |(meta, version)| Ret::ReadMeta { version, meta });
     }
-    let reads = closed.iter().flat_map(|(ledger, meta)| (0..=meta.last_entry).map(move |e| (*ledger, meta, e)));
-    let reads = reads.map(|(ledger, meta, entry)| {
-        let (env, world, c) = (&env, &world, &c);
+    // Every entry of every closed ledger: a batch read per bookie, then one
+    // by one (patiently) what the batches did not return.
+    let reads = closed.iter().map(|(ledger, meta)| {
+        let (env, world, c, ledger) = (&env, &world, &c, *ledger);
         async move {
-            let op = world.history.invoke(&env.name, Call::ReadEntry { ledger, entry });
-            let read = patiently(env, || c.read_entry(meta, ledger, entry)).await;
-            let value = read.map(|e| String::from_utf8_lossy(&e.payload).into_owned());
-            complete(env, world, op, value, |value| Ret::ReadEntry { value });
+            let ops: Vec<(EntryId, OpId)> = (0..=meta.last_entry)
+                .map(|entry| (entry, world.history.invoke(&env.name, Call::ReadEntry { ledger, entry })))
+                .collect();
+            let mut batch = c.read_all(meta, ledger).await;
+            for (entry, op) in ops {
+                let read = match batch.remove(&entry) {
+                    Some(e) => Ok(e),
+                    None => patiently(env, || c.read_entry(meta, ledger, entry)).await,
+                };
+                let value = read.map(|e| String::from_utf8_lossy(&e.payload).into_owned());
+                complete(env, world, op, value, |value| Ret::ReadEntry { value });
+            }
         }
     });
     futures::stream::iter(reads).buffer_unordered(PARALLEL_READS).collect::<Vec<()>>().await;
@@ -247,16 +256,24 @@ pub async fn final_reads(env: Env, world: Arc<World>) {
 
 /// Every (ledger, bookie) whose fence some recovery saw acknowledged.
 fn fence_acks(world: &World) -> BTreeSet<(LedgerId, String)> {
-    let records = world.history.records();
-    // The history is this run's own, recorded by these workloads: it joins.
-    let ops = crate::ops::ops(&records).unwrap_or_default();
-    ops.iter()
-        .filter_map(|o| match (o.call, o.ret()) {
-            (Call::Fence { ledger }, Some(Ret::Fence { bookies, .. })) => Some((*ledger, bookies)),
-            _ => None,
-        })
-        .flat_map(|(ledger, bookies)| bookies.iter().map(move |b| (ledger, b.clone())))
-        .collect()
+    world.history.scan(|records| {
+        let mut fences: BTreeMap<u64, LedgerId> = BTreeMap::new();
+        let mut acks = BTreeSet::new();
+        for r in records {
+            match &r.body {
+                Body::Invoke { id, call: Call::Fence { ledger } } => {
+                    fences.insert(*id, *ledger);
+                }
+                Body::Ok { id, ret: Ret::Fence { bookies, .. } } => {
+                    if let Some(&ledger) = fences.get(id) {
+                        acks.extend(bookies.iter().map(|b| (ledger, b.clone())));
+                    }
+                }
+                _ => {}
+            }
+        }
+        acks
+    })
 }
 
 /// A normal add of a junk entry straight to `bookie`: refused as fenced, or not.

@@ -218,6 +218,16 @@ impl History {
     pub fn records(&self) -> Vec<Record> {
         self.lock().records.clone()
     }
+
+    /// Runs `f` over the records so far, without copying them.
+    pub fn scan<T>(&self, f: impl FnOnce(&[Record]) -> T) -> T {
+        f(&self.lock().records)
+    }
+
+    /// The records so far, taken out: for the end of a run, when nothing records any more.
+    pub fn take(&self) -> Vec<Record> {
+        std::mem::take(&mut self.lock().records)
+    }
 }
 
 /// Writes records as JSON Lines.
