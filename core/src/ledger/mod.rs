@@ -74,6 +74,12 @@ impl LedgerMeta {
     pub fn write_set(&self, entry: EntryId) -> Vec<String> {
         write_set(self.fragment(entry).1, entry, self.qw)
     }
+
+    /// Whether `bookie` is in the write set of `entry` (without building the set).
+    pub fn stores(&self, entry: EntryId, bookie: &str) -> bool {
+        let ensemble = self.fragment(entry).1;
+        (0..self.qw).any(|w| ensemble[(entry as usize + w) % ensemble.len()] == bookie)
+    }
 }
 
 pub fn write_set(ensemble: &[String], entry: EntryId, qw: usize) -> Vec<String> {

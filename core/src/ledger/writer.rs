@@ -159,7 +159,7 @@ impl Actor {
         inflight: &mut FuturesUnordered<BoxFuture<'static, Answer>>,
     ) {
         // An answer from a bookie replaced since is moot.
-        if !self.meta.write_set(id).contains(&bookie) {
+        if !self.meta.stores(id, &bookie) {
             return;
         }
         // A failure after the entry reached Qa elsewhere (a delayed write

@@ -77,7 +77,7 @@ pub async fn writer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, max
             let Some(ok) = done_rx.next().await else { break };
             inflight -= 1;
             failed |= !ok;
-            env.sleep(random.duration(Duration::from_millis(2), Duration::from_millis(20))).await;
+            env.sleep(random.duration(Duration::from_millis(5), Duration::from_millis(40))).await;
         }
         if !failed {
             let op = world.history.invoke(&env.name, Call::Close { ledger });
