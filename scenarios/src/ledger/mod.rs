@@ -172,7 +172,8 @@ fn lagging_bookie(run: &Run<Plan>) -> Vec<FaultAction> {
     ]
 }
 
-/// Aimed workload faults, each drawn for half the seeds (swarm-style):
+/// Aimed workload faults, each drawn for half the seeds (swarm-style), and a
+/// flaky restart for a quarter:
 /// - a zombie writer: the writer freezes while the recoverer fences and
 ///   recovers its ledger at once; when it wakes it goes on adding;
 /// - early fencing: every ledger created in the window is recovered as soon as
@@ -201,7 +202,29 @@ fn aimed(run: &Run<Plan>) -> Vec<FaultAction> {
             actions.push(FaultAction { at_ms, for_ms, fault: signal });
         }
     }
+    actions.extend(flaky_restart(run));
     actions
+}
+
+/// A bookie restarting on a flaky disk, for a quarter of the seeds: it crashes
+/// and comes back while many reads of its disk return a flipped bit, so its
+/// journal reads as damaged and it must look again (a flip on read is not
+/// damage at rest) before it serves. Its own draws, so the others stay as they were.
+fn flaky_restart(run: &Run<Plan>) -> Vec<FaultAction> {
+    let mut rng = mqsim_sim::rng_for(run.seed, "ledger/flaky-restart");
+    let phase = run.phase.as_millis() as u64;
+    if phase < 10_000 || !rng.gen_bool(0.25) {
+        return Vec::new();
+    }
+    let node = run.topology.names("bookie").choose(&mut rng).cloned().expect("bookies");
+    let at_ms = rng.gen_range(1_000..phase - 8_000);
+    let for_ms = rng.gen_range(3_000..=6_000);
+    let per_mille = rng.gen_range(300..=600);
+    let down_ms = rng.gen_range(500..=2_000);
+    vec![
+        FaultAction { at_ms, for_ms, fault: Fault::DiskReadFlips { node: node.clone(), per_mille } },
+        FaultAction { at_ms: at_ms + 200, for_ms: down_ms, fault: Fault::Crash { node } },
+    ]
 }
 
 pub struct LedgerFencing;
