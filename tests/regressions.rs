@@ -8,6 +8,10 @@
 //!   truncated acknowledged entries (L1).
 //! - `ledger-repair-175`: the recoverer took a failed listing of the ledgers
 //!   for "nothing open" and left a ledger IN_RECOVERY for good (LL).
+//! - `ledger-fencing-858`: a bookie restarted while reads of its disk flipped
+//!   bits; the last journal record's payload read as damaged, recovery ended
+//!   the log before it, and the next append reused its sequence number, so an
+//!   acknowledged entry was lost on that bookie (L3).
 
 use mqsim_core::bugs::{Bug, Bugs};
 use mqsim_scenarios::{find, Config, RunSpec};
