@@ -1,13 +1,19 @@
 //! Regression cases: runs that once found a bug, kept as case files with
 //! their explicit fault schedules (so they keep exercising their path when
 //! the code that draws schedules changes). Each must reach the verdict it
-//! records: every file under `tests/cases/` records a pass.
+//! records: a pass for the bugs of our own that were fixed, and the
+//! invariant a planted bug breaks for the shrunk planted-bug cases.
 //!
 //! - `ledger-repair-356`: recovery read entry 2 from the ensemble it had just
 //!   changed for its own rewrite of entry 1, found it "absent" there, and
 //!   truncated acknowledged entries (L1).
 //! - `ledger-repair-175`: the recoverer took a failed listing of the ledgers
 //!   for "nothing open" and left a ledger IN_RECOVERY for good (LL).
+//! - `ledger-fencing-60-recovery-reads-no-fence`: the shrunk three-action
+//!   story of the planted bug (a fence request lost, late adds to that
+//!   bookie, early fencing): L1.
+//! - `meta-2-meta-ack-before-fsync`: the planted bug's shrunk case: disk
+//!   errors on the service while it answers before its fsync: K1.
 //! - `ledger-fencing-858`: a bookie restarted while reads of its disk flipped
 //!   bits; the last journal record's payload read as damaged, recovery ended
 //!   the log before it, and the next append reused its sequence number, so an
