@@ -198,32 +198,34 @@ fn main() -> ExitCode {
 }
 
 fn list() {
-    println!("scenarios:");
+    use std::fmt::Write as _;
+    let mut out = String::from("scenarios:\n");
     for s in mqsim_scenarios::all() {
-        println!("  {:<22} {}", s.name(), s.about());
+        let _ = writeln!(out, "  {:<22} {}", s.name(), s.about());
         for k in s.knobs() {
             let range = match *k.range.end() {
                 u64::MAX => format!("at least {}", k.range.start()),
                 end => format!("{} to {end}", k.range.start()),
             };
-            println!("    knob {:<17} {} ({range})", k.name, k.about);
+            let _ = writeln!(out, "    knob {:<17} {} ({range})", k.name, k.about);
         }
     }
-    println!("message kinds (for fault rules):");
     let kinds: Vec<&str> = mqsim_core::protocols::kinds().map(|k| k.name()).collect();
-    println!("  {}", kinds.join(", "));
-    println!("fault kinds:");
+    let _ = writeln!(out, "message kinds (for fault rules):\n  {}", kinds.join(", "));
+    let _ = writeln!(out, "fault kinds:");
     for k in FaultKind::ALL {
-        println!("  {:<22} {}", k.name(), k.describe());
+        let _ = writeln!(out, "  {:<22} {}", k.name(), k.describe());
     }
-    println!("planted bugs:");
+    let _ = writeln!(out, "planted bugs:");
     for b in Bug::ALL {
-        println!("  {:<22} {}", b.name(), b.describe());
+        let _ = writeln!(out, "  {:<22} {}", b.name(), b.describe());
     }
-    println!("coverage probes:");
+    let _ = writeln!(out, "coverage probes:");
     for p in Probe::ALL {
-        println!("  {:<34} {}", p.name(), p.describe());
+        let _ = writeln!(out, "  {:<34} {}", p.name(), p.describe());
     }
+    // A reader that stops early (`mqsim list | head`) is not an error.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
 }
 
 /// What `run` prints besides the verdict.
