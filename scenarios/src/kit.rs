@@ -303,3 +303,30 @@ impl<S: Script> Scenario for Kit<S> {
         self.0.probes()
     }
 }
+
+/// A composite fault scenarios aim: `node` crashes and comes back while reads
+/// of its disk flip bits (`per_mille` drawn from `flips`) for a window drawn
+/// from `window_ms`, so its recovery reads damage that is not on the disk.
+/// Swarm draws almost never line a restart up with a flaky disk.
+pub fn restart_on_flaky_disk(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    node: &str,
+    phase: Duration,
+    flips: RangeInclusive<u32>,
+    window_ms: RangeInclusive<u64>,
+) -> Vec<FaultAction> {
+    use rand::Rng;
+    let phase = phase.as_millis() as u64;
+    let latest = phase.saturating_sub(window_ms.end() + 1_000);
+    if latest <= 1_000 {
+        return Vec::new();
+    }
+    let at_ms = rng.gen_range(1_000..latest);
+    let for_ms = rng.gen_range(window_ms);
+    let per_mille = rng.gen_range(flips);
+    let down_ms = rng.gen_range(500..=2_000);
+    vec![
+        FaultAction { at_ms, for_ms, fault: mqsim_sim::Fault::DiskReadFlips { node: node.into(), per_mille } },
+        FaultAction { at_ms: at_ms + 200, for_ms: down_ms, fault: mqsim_sim::Fault::Crash { node: node.into() } },
+    ]
+}

@@ -212,19 +212,11 @@ fn aimed(run: &Run<Plan>) -> Vec<FaultAction> {
 /// damage at rest) before it serves. Its own draws, so the others stay as they were.
 fn flaky_restart(run: &Run<Plan>) -> Vec<FaultAction> {
     let mut rng = mqsim_sim::rng_for(run.seed, "ledger/flaky-restart");
-    let phase = run.phase.as_millis() as u64;
-    if phase < 10_000 || !rng.gen_bool(0.25) {
+    if !rng.gen_bool(0.25) {
         return Vec::new();
     }
     let node = run.topology.names("bookie").choose(&mut rng).cloned().expect("bookies");
-    let at_ms = rng.gen_range(1_000..phase - 8_000);
-    let for_ms = rng.gen_range(3_000..=6_000);
-    let per_mille = rng.gen_range(300..=600);
-    let down_ms = rng.gen_range(500..=2_000);
-    vec![
-        FaultAction { at_ms, for_ms, fault: Fault::DiskReadFlips { node: node.clone(), per_mille } },
-        FaultAction { at_ms: at_ms + 200, for_ms: down_ms, fault: Fault::Crash { node } },
-    ]
+    crate::kit::restart_on_flaky_disk(&mut rng, &node, run.phase, 300..=600, 3_000..=6_000)
 }
 
 pub struct LedgerFencing;

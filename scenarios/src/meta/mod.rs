@@ -14,7 +14,7 @@ mod workload;
 use crate::kit::{Faults, Knob, Role, Run, Script, Topology};
 use crate::{Config, Ran, Violation};
 use mqsim_core::meta;
-use mqsim_sim::{Fault, FaultAction, FaultKind, Schedule, World};
+use mqsim_sim::{FaultAction, FaultKind, Schedule, World};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,18 +116,10 @@ impl Script for Meta {
     /// flips, restarts anywhere) almost never line these up.
     fn aimed(&self, run: &Run<Plan>) -> Vec<FaultAction> {
         let mut rng = mqsim_sim::rng_for(run.seed, "meta/failing-disk");
-        let phase = run.phase.as_millis() as u64;
-        if phase < 10_000 || !rng.gen_bool(0.25) {
+        if !rng.gen_bool(0.25) {
             return Vec::new();
         }
-        let at_ms = rng.gen_range(1_000..phase - 9_000);
-        let for_ms = rng.gen_range(3_000..=8_000);
-        let per_mille = rng.gen_range(600..=950);
-        let down_ms = rng.gen_range(500..=2_000);
-        vec![
-            FaultAction { at_ms, for_ms, fault: Fault::DiskReadFlips { node: SERVER.into(), per_mille } },
-            FaultAction { at_ms: at_ms + 200, for_ms: down_ms, fault: Fault::Crash { node: SERVER.into() } },
-        ]
+        crate::kit::restart_on_flaky_disk(&mut rng, SERVER, run.phase, 600..=950, 3_000..=8_000)
     }
 
     fn start(w: &Arc<World>, run: &Run<Plan>) {
