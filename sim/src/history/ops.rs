@@ -85,8 +85,140 @@ pub enum Call {
     },
     ListBookies,
     ListLedgers,
+    // Managed ledgers (scenario `managed-ledger`): a queue's log over ledgers.
+    /// Opening the log as its new owner (which fences the previous owner).
+    OpenLog {
+        log: String,
+    },
+    Append {
+        log: String,
+        value: String,
+    },
+    ReadLog {
+        log: String,
+        offset: u64,
+    },
+    /// Moves a group's durable cursor to `offset` (the next offset to read).
+    CommitCursor {
+        log: String,
+        group: String,
+        offset: u64,
+    },
+    ReadCursor {
+        log: String,
+        group: String,
+    },
+    /// The checker node's read of a whole log, after it closed the log.
+    FinalLog {
+        log: String,
+    },
+    // Messaging (scenarios `pubsub`, `routes`).
+    /// A producer's send: `msg_id` is set once and kept across its retries;
+    /// `body` is unique per send; `shard` picks the queue by hash when given.
+    Send {
+        topic: String,
+        tag: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keys: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shard: Option<String>,
+        msg_id: String,
+        body: String,
+    },
+    /// A client's route query to one NameServer.
+    Routes {
+        nameserver: String,
+        topic: String,
+    },
+    /// A broker's registration with one NameServer: the queues it owns.
+    Register {
+        nameserver: String,
+        queues: Vec<QueueRef>,
+    },
+    /// A consumer's rebalance: which queues of `topic` it now holds for `group`.
+    Rebalance {
+        group: String,
+        topic: String,
+    },
+    /// A group's committed offset of a queue, as the broker reports it.
+    FetchOffset {
+        group: String,
+        topic: String,
+        queue: u32,
+    },
+    /// A pull from `offset` on.
+    Poll {
+        group: String,
+        topic: String,
+        queue: u32,
+        offset: u64,
+    },
+    /// The application processed one delivered message.
+    Process {
+        group: String,
+        topic: String,
+        queue: u32,
+        offset: u64,
+        msg_id: String,
+    },
+    /// Commits `offset` (the smallest offset not yet processed) for the group.
+    Commit {
+        group: String,
+        topic: String,
+        queue: u32,
+        offset: u64,
+    },
+    QueryKey {
+        topic: String,
+        key: String,
+    },
+    /// The checker node's read of a whole queue at the end.
+    ReadQueue {
+        topic: String,
+        queue: u32,
+    },
     // Scenario `selftest`.
     Tick,
+}
+
+/// One queue of a topic.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct QueueRef {
+    pub topic: String,
+    pub queue: u32,
+}
+
+/// A broker's queues in a route answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub broker: String,
+    pub queues: Vec<u32>,
+}
+
+/// One message of a poll answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Polled {
+    pub offset: u64,
+    pub msg_id: String,
+    pub tag: String,
+}
+
+/// One message of a queue as it is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    pub offset: u64,
+    pub msg_id: String,
+    pub tag: String,
+    pub body: String,
+}
+
+/// One ledger of a log, as the final read found it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub ledger: LedgerId,
+    /// The log offset of the ledger's entry 0.
+    pub first: u64,
+    pub entries: u64,
 }
 
 /// What a client operation answered, when it succeeded.
@@ -166,6 +298,55 @@ pub enum Ret {
     ListLedgers {
         ledgers: Vec<LedgerId>,
     },
+    /// `end`: the log's length when the new owner could write (offsets below it exist).
+    OpenLog {
+        end: u64,
+    },
+    Append {
+        offset: u64,
+    },
+    ReadLog {
+        value: String,
+    },
+    CommitCursor,
+    ReadCursor {
+        offset: u64,
+    },
+    /// The log's ledgers and every value in offset order.
+    FinalLog {
+        segments: Vec<Segment>,
+        values: Vec<String>,
+    },
+    /// Where the message was stored.
+    Send {
+        broker: String,
+        queue: u32,
+        offset: u64,
+    },
+    Routes {
+        brokers: Vec<Route>,
+    },
+    Register,
+    Rebalance {
+        queues: Vec<u32>,
+    },
+    FetchOffset {
+        offset: u64,
+    },
+    /// The messages of the group's tags from the pulled range, and the offset
+    /// to pull from next (past messages the tag filter left out).
+    Poll {
+        msgs: Vec<Polled>,
+        next: u64,
+    },
+    Process,
+    Commit,
+    QueryKey {
+        msg_ids: Vec<String>,
+    },
+    ReadQueue {
+        msgs: Vec<Stored>,
+    },
     Tick,
 }
 
@@ -192,6 +373,22 @@ impl Call {
             Call::ProbeFence { .. } => "probe_fence",
             Call::ListBookies => "list_bookies",
             Call::ListLedgers => "list_ledgers",
+            Call::OpenLog { .. } => "open_log",
+            Call::Append { .. } => "append",
+            Call::ReadLog { .. } => "read_log",
+            Call::CommitCursor { .. } => "commit_cursor",
+            Call::ReadCursor { .. } => "read_cursor",
+            Call::FinalLog { .. } => "final_log",
+            Call::Send { .. } => "send",
+            Call::Routes { .. } => "routes",
+            Call::Register { .. } => "register",
+            Call::Rebalance { .. } => "rebalance",
+            Call::FetchOffset { .. } => "fetch_offset",
+            Call::Poll { .. } => "poll",
+            Call::Process { .. } => "process",
+            Call::Commit { .. } => "commit",
+            Call::QueryKey { .. } => "query_key",
+            Call::ReadQueue { .. } => "read_queue",
             Call::Tick => "tick",
         }
     }
@@ -246,6 +443,22 @@ impl Ret {
             Ret::ProbeFence { .. } => "probe_fence",
             Ret::ListBookies { .. } => "list_bookies",
             Ret::ListLedgers { .. } => "list_ledgers",
+            Ret::OpenLog { .. } => "open_log",
+            Ret::Append { .. } => "append",
+            Ret::ReadLog { .. } => "read_log",
+            Ret::CommitCursor => "commit_cursor",
+            Ret::ReadCursor { .. } => "read_cursor",
+            Ret::FinalLog { .. } => "final_log",
+            Ret::Send { .. } => "send",
+            Ret::Routes { .. } => "routes",
+            Ret::Register => "register",
+            Ret::Rebalance { .. } => "rebalance",
+            Ret::FetchOffset { .. } => "fetch_offset",
+            Ret::Poll { .. } => "poll",
+            Ret::Process => "process",
+            Ret::Commit => "commit",
+            Ret::QueryKey { .. } => "query_key",
+            Ret::ReadQueue { .. } => "read_queue",
             Ret::Tick => "tick",
         }
     }
