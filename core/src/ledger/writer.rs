@@ -106,10 +106,15 @@ const RETRY: Duration = Duration::from_millis(300);
 impl Actor {
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
         let mut inflight: FuturesUnordered<BoxFuture<'static, Answer>> = FuturesUnordered::new();
+        // Once the handle is gone, the adds already queued still end and are told.
+        let mut orphaned = false;
         loop {
             if self.pending.is_empty() {
                 if let Some(done) = self.closing.take() {
                     done(self.close().await);
+                    return;
+                }
+                if orphaned {
                     return;
                 }
             }
@@ -122,8 +127,9 @@ impl Actor {
                 cmd = cmds.next() => match cmd {
                     Some(Cmd::Add(payload, done)) => self.add(payload, done, &mut inflight),
                     Some(Cmd::Close(done)) => self.closing = Some(done),
-                    None => return,
+                    None => orphaned = true,
                 },
+                complete => return,
             }
         }
     }
