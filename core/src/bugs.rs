@@ -21,6 +21,8 @@ pub enum Bug {
     FenceOneResponse,
     /// The replication worker points the ensemble at the replacement before copying.
     AuditorMarksBeforeCopy,
+    /// A new owner of a log reads its last ledger's LAC instead of recovering it, so the old owner is not fenced.
+    TakeoverWithoutFencing,
 }
 
 impl Bug {
@@ -32,6 +34,7 @@ impl Bug {
         Bug::WriterIgnoresFenced,
         Bug::FenceOneResponse,
         Bug::AuditorMarksBeforeCopy,
+        Bug::TakeoverWithoutFencing,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +46,7 @@ impl Bug {
             Bug::WriterIgnoresFenced => "writer-ignores-fenced",
             Bug::FenceOneResponse => "fence-one-response",
             Bug::AuditorMarksBeforeCopy => "auditor-marks-before-copy",
+            Bug::TakeoverWithoutFencing => "takeover-without-fencing",
         }
     }
 
@@ -60,6 +64,9 @@ impl Bug {
             Bug::FenceOneResponse => "ledger recovery proceeds after one fence response, not quorum coverage",
             Bug::AuditorMarksBeforeCopy => {
                 "re-replication points a fragment at its new bookie before copying the entries"
+            }
+            Bug::TakeoverWithoutFencing => {
+                "a log's new owner opens the last ledger without recovery (BookKeeper's openLedgerNoRecovery), so the old owner is not fenced"
             }
         }
     }

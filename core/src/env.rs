@@ -161,6 +161,18 @@ pub enum LedgerEvent {
         ledger: u64,
         last_entry: i64,
     },
+    /// A managed ledger's new owner can append from offset `end` on, to `ledger`.
+    LogOpened {
+        log: String,
+        ledger: u64,
+        end: u64,
+    },
+    /// A managed ledger continued on `ledger`, whose entry 0 is offset `first`.
+    LogRolledOver {
+        log: String,
+        ledger: u64,
+        first: u64,
+    },
     MarkedUnderReplicated {
         ledger: u64,
         lost: Vec<String>,

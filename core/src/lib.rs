@@ -4,10 +4,15 @@
 pub mod auditor;
 pub mod bookie;
 pub mod bugs;
+pub mod consumer;
 pub mod env;
 pub mod ledger;
+pub mod managed;
+pub mod message;
 pub mod meta;
+pub mod nameserver;
 pub mod probe;
+pub mod producer;
 pub mod protocols;
 pub mod random;
 pub mod rpc;

@@ -85,6 +85,12 @@ probes! {
     ReplicationRecoveredOpenLedger = "replication-recovered-open-ledger": "a worker recovered an open ledger after its grace period",
     ReplicationLockReentered = "replication-lock-reentered": "a worker found a lock already held by its own session",
     ReplicationIncomplete = "replication-incomplete": "a re-check after repair failed; the ledger stays marked",
+    // Managed ledgers.
+    ManagedTakeoverOpenLedger = "managed-takeover-open-ledger": "a new owner took over a log whose last ledger was still open, and recovered it",
+    ManagedOpenRaced = "managed-open-raced": "two owners opened a log at once; the loser's compare-and-set of the ledger list failed",
+    ManagedRolledOver = "managed-rolled-over": "an owner closed its ledger and continued the log on a new one",
+    ManagedCacheMiss = "managed-cache-miss": "a read missed the owner's entry cache and went to the bookies",
+    ManagedLostOwnership = "managed-lost-ownership": "an owner's compare-and-set of the ledger list failed: another owner has the log",
     SessionExpiredHoldingLock = "session-expired-holding-lock": "a session expired while its owner held a lock",
 }
 

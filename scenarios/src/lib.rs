@@ -2,8 +2,10 @@
 
 pub mod kit;
 pub mod ledger;
+pub mod managed;
 pub mod meta;
 pub mod ops;
+pub mod pubsub;
 pub mod selftest;
 
 use mqsim_core::bugs::Bugs;
@@ -195,7 +197,12 @@ pub fn validate(scenario: &dyn Scenario, spec: &RunSpec) -> Result<(), String> {
 
 /// The scenarios that test the system; campaigns over `all` run these.
 pub fn all() -> &'static [&'static dyn Scenario] {
-    &[&kit::Kit(meta::Meta), &kit::Kit(ledger::LedgerFencing), &kit::Kit(ledger::LedgerRepair)]
+    &[
+        &kit::Kit(meta::Meta),
+        &kit::Kit(ledger::LedgerFencing),
+        &kit::Kit(ledger::LedgerRepair),
+        &kit::Kit(managed::ManagedLedgers),
+    ]
 }
 
 /// Scenarios that test the testbed itself (they fail on purpose).

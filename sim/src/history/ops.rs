@@ -94,8 +94,10 @@ pub enum Call {
         log: String,
         value: String,
     },
+    /// A read for consumer group `group`.
     ReadLog {
         log: String,
+        group: String,
         offset: u64,
     },
     /// Moves a group's durable cursor to `offset` (the next offset to read).

@@ -1,0 +1,3 @@
+//! Pure decision logic of a producer: its cached routes and the queue each send goes to.
+
+pub mod select;

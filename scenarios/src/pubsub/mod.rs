@@ -1,0 +1,3 @@
+//! Publish/subscribe: the message-queue checkers over a recorded history.
+
+pub mod checker;
