@@ -23,6 +23,18 @@ pub enum Bug {
     AuditorMarksBeforeCopy,
     /// A new owner of a log reads its last ledger's LAC instead of recovering it, so the old owner is not fenced.
     TakeoverWithoutFencing,
+    /// The broker serves pulls from entries not yet acknowledged.
+    CacheServesPastLac,
+    /// The broker answers SEND_OK before Qa bookies stored the message.
+    BrokerAckBeforeQuorum,
+    /// The NameServer never drops a silent broker.
+    NameserverNeverExpires,
+    /// The consumer commits what it pulled before processing it.
+    ConsumerCommitBeforeProcess,
+    /// The broker keeps consumer offsets only in memory.
+    OffsetsInMemory,
+    /// A producer retry gets a new message id.
+    ProducerRetryNewId,
 }
 
 impl Bug {
@@ -35,6 +47,12 @@ impl Bug {
         Bug::FenceOneResponse,
         Bug::AuditorMarksBeforeCopy,
         Bug::TakeoverWithoutFencing,
+        Bug::CacheServesPastLac,
+        Bug::BrokerAckBeforeQuorum,
+        Bug::NameserverNeverExpires,
+        Bug::ConsumerCommitBeforeProcess,
+        Bug::OffsetsInMemory,
+        Bug::ProducerRetryNewId,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +65,12 @@ impl Bug {
             Bug::FenceOneResponse => "fence-one-response",
             Bug::AuditorMarksBeforeCopy => "auditor-marks-before-copy",
             Bug::TakeoverWithoutFencing => "takeover-without-fencing",
+            Bug::CacheServesPastLac => "cache-serves-past-lac",
+            Bug::BrokerAckBeforeQuorum => "broker-ack-before-quorum",
+            Bug::NameserverNeverExpires => "nameserver-never-expires",
+            Bug::ConsumerCommitBeforeProcess => "consumer-commit-before-process",
+            Bug::OffsetsInMemory => "offsets-in-memory",
+            Bug::ProducerRetryNewId => "producer-retry-new-id",
         }
     }
 
@@ -68,6 +92,12 @@ impl Bug {
             Bug::TakeoverWithoutFencing => {
                 "a log's new owner opens the last ledger without recovery (BookKeeper's openLedgerNoRecovery), so the old owner is not fenced"
             }
+            Bug::CacheServesPastLac => "a broker serves pulls from its cache past what is durable (entries not yet on Qa bookies)",
+            Bug::BrokerAckBeforeQuorum => "a broker answers SEND_OK once the append is queued, before Qa bookies stored it",
+            Bug::NameserverNeverExpires => "the NameServer never drops a broker that stopped registering",
+            Bug::ConsumerCommitBeforeProcess => "a consumer commits the offset after what it pulled, before processing it",
+            Bug::OffsetsInMemory => "a broker keeps consumer offsets only in memory; a takeover loses them",
+            Bug::ProducerRetryNewId => "a producer retry of a send gets a new message id",
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod auditor;
 pub mod bookie;
+pub mod broker;
 pub mod bugs;
 pub mod consumer;
 pub mod env;

@@ -91,6 +91,13 @@ probes! {
     ManagedRolledOver = "managed-rolled-over": "an owner closed its ledger and continued the log on a new one",
     ManagedCacheMiss = "managed-cache-miss": "a read missed the owner's entry cache and went to the bookies",
     ManagedLostOwnership = "managed-lost-ownership": "an owner's compare-and-set of the ledger list failed: another owner has the log",
+    // Broker.
+    BrokerTookOverQueue = "broker-took-over-queue": "a broker took over a queue it was not chosen for, left unowned by another",
+    // NameServer.
+    NameserverExpiredBroker = "nameserver-expired-broker": "a NameServer dropped a broker whose registrations stopped",
+    ProducerRetriedOtherBroker = "producer-retried-other-broker": "a failed send was retried on another broker with the same message id",
+    ConsumerRebalanceUncommitted = "consumer-rebalance-uncommitted": "a rebalance took a queue away while offsets of it were uncommitted",
+    ConsumerPulledFromFormerOwner = "consumer-pulled-from-former-owner": "a consumer pulled from a broker that no longer owned the queue",
     SessionExpiredHoldingLock = "session-expired-holding-lock": "a session expired while its owner held a lock",
 }
 

@@ -2,11 +2,11 @@
 //! rules may name. A new protocol adds its kinds here.
 
 use crate::env::Kind;
-use crate::{bookie, meta};
+use crate::{bookie, broker, meta, nameserver};
 
 /// Every message kind of every protocol.
 pub fn kinds() -> impl Iterator<Item = Kind> {
-    [meta::KINDS, bookie::KINDS].into_iter().flatten().copied()
+    [meta::KINDS, bookie::KINDS, nameserver::KINDS, broker::KINDS].into_iter().flatten().copied()
 }
 
 #[cfg(test)]
@@ -19,7 +19,10 @@ mod tests {
         let names: Vec<&str> = kinds().map(Kind::name).collect();
         let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
         assert_eq!(names.len(), unique.len(), "{names:?}");
-        assert_ne!(meta::Meta::SERVICE, bookie::Bookie::SERVICE);
+        let services =
+            [meta::Meta::SERVICE, bookie::Bookie::SERVICE, nameserver::NameServer::SERVICE, broker::Broker::SERVICE];
+        let unique: std::collections::BTreeSet<u8> = services.into_iter().collect();
+        assert_eq!(unique.len(), services.len(), "{services:?}");
     }
 
     #[test]

@@ -202,6 +202,7 @@ pub fn all() -> &'static [&'static dyn Scenario] {
         &kit::Kit(ledger::LedgerFencing),
         &kit::Kit(ledger::LedgerRepair),
         &kit::Kit(managed::ManagedLedgers),
+        &kit::Kit(pubsub::PubSub),
     ]
 }
 

@@ -1,4 +1,8 @@
-//! Pure decision logic of a push-style consumer: which queues it holds, and how far it may commit.
+//! A push-style consumer: the pure decision logic (which queues it holds, how far it may commit)
+//! and the client that drives it.
 
+pub mod client;
 pub mod offsets;
 pub mod rebalance;
+
+pub use client::{run, Config, Handler, Observer, Step, StepResult};

@@ -66,9 +66,11 @@ pub struct Config {
 
 /// Told the outcome of an append, in the order the ledger writer decides.
 type Done = Box<dyn FnOnce(Result<u64, MlError>) + Send>;
+/// Told the offset an append will take if it succeeds, as it is handed to the writer.
+type Queued = Box<dyn FnOnce(u64) + Send>;
 
 enum Cmd {
-    Append(Vec<u8>, Done),
+    Append(Vec<u8>, Option<Queued>, Done),
     Close(oneshot::Sender<Result<(), MlError>>),
 }
 
@@ -77,6 +79,8 @@ struct Shared {
     meta: LogMeta,
     /// Offsets below this are acknowledged (stored on Qa bookies).
     durable: u64,
+    /// Offsets below this were handed to the writer.
+    submitted: u64,
     /// Set once an append failed or another owner took over: every later
     /// append fails with it.
     failed: Option<MlError>,
@@ -148,8 +152,23 @@ impl ManagedLedger {
     /// Queues an append; `done` gets its offset once Qa bookies stored it. An
     /// error means the outcome is unknown: a later owner's recovery may keep it.
     pub fn append_then(&self, payload: Vec<u8>, done: impl FnOnce(Result<u64, MlError>) + Send + 'static) {
-        if let Err(e) = self.cmds.unbounded_send(Cmd::Append(payload, Box::new(done))) {
-            if let Cmd::Append(_, done) = e.into_inner() {
+        self.send(Cmd::Append(payload, None, Box::new(done)));
+    }
+
+    /// As [`ManagedLedger::append_then`], and `queued` is told the offset the
+    /// append will take, once it is handed to the writer (not yet durable).
+    pub fn append_queued(
+        &self,
+        payload: Vec<u8>,
+        queued: impl FnOnce(u64) + Send + 'static,
+        done: impl FnOnce(Result<u64, MlError>) + Send + 'static,
+    ) {
+        self.send(Cmd::Append(payload, Some(Box::new(queued)), Box::new(done)));
+    }
+
+    fn send(&self, cmd: Cmd) {
+        if let Err(e) = self.cmds.unbounded_send(cmd) {
+            if let Cmd::Append(_, _, done) = e.into_inner() {
                 done(Err(self.failure()));
             }
         }
@@ -183,7 +202,9 @@ impl ManagedLedger {
     pub async fn read(&self, offset: u64) -> Result<Vec<u8>, MlError> {
         let (ledger, entry, cached) = {
             let s = self.shared.lock().expect("shared");
-            if offset >= s.durable {
+            // The planted bug serves what was only handed to the writer.
+            let end = if self.c.env.bug(Bug::CacheServesPastLac) { s.submitted } else { s.durable };
+            if offset >= end {
                 return Err(MlError::BeyondEnd);
             }
             if let Some(payload) = s.cache.get(&offset) {
@@ -235,6 +256,36 @@ impl ManagedLedger {
         }
         rx.await.unwrap_or_else(|_| Err(self.failure()))
     }
+}
+
+/// Every entry of `name` in offset order, with its ledgers as (ledger, first
+/// offset, entries), read by someone who is not its owner: an open last
+/// ledger is recovered first (fencing its writer), and a closed ledger must
+/// hold what the list says it holds.
+pub async fn read_whole(c: &LedgerClient, name: &str) -> Result<(Vec<(LedgerId, u64, u64)>, Vec<Vec<u8>>), MlError> {
+    let (list, _) = read_log(c, name).await?.ok_or(MlError::BeyondEnd)?;
+    let (mut segments, mut payloads) = (Vec::new(), Vec::new());
+    for s in &list.segments {
+        let (mut meta, _) = c.read_meta(s.ledger).await.map_err(MlError::Storage)?;
+        if meta.state != ledger::State::Closed {
+            ledger::recover(c, s.ledger).await.map_err(MlError::Storage)?;
+            meta = c.read_meta(s.ledger).await.map_err(MlError::Storage)?.0;
+        }
+        let entries = s.entries.unwrap_or((meta.last_entry + 1) as u64);
+        if entries as i64 > meta.last_entry + 1 {
+            return Err(MlError::Storage(LedgerError::Unreadable));
+        }
+        let mut read = c.read_all(&meta, s.ledger).await;
+        for entry in 0..entries as i64 {
+            let e = match read.remove(&entry) {
+                Some(e) => e,
+                None => c.read_entry(&meta, s.ledger, entry).await.map_err(MlError::Storage)?,
+            };
+            payloads.push(e.payload);
+        }
+        segments.push((s.ledger, s.first, entries));
+    }
+    Ok((segments, payloads))
 }
 
 /// The last entry of the previous owner's open ledger, found by recovery,
@@ -312,6 +363,7 @@ impl Actor {
         let shared = Arc::new(Mutex::new(Shared {
             meta,
             durable: first,
+            submitted: first,
             failed: None,
             ledgers: BTreeMap::new(),
             cache: BTreeMap::new(),
@@ -345,7 +397,7 @@ impl Actor {
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
         while let Some(cmd) = cmds.next().await {
             match cmd {
-                Cmd::Append(payload, done) => self.append(payload, done).await,
+                Cmd::Append(payload, queued, done) => self.append(payload, queued, done).await,
                 Cmd::Close(done) => {
                     let closed = self.close().await;
                     if let Err(e) = &closed {
@@ -358,7 +410,7 @@ impl Actor {
         }
     }
 
-    async fn append(&mut self, payload: Vec<u8>, done: Done) {
+    async fn append(&mut self, payload: Vec<u8>, queued: Option<Queued>, done: Done) {
         if let Some(e) = self.failed() {
             return done(Err(e));
         }
@@ -369,10 +421,21 @@ impl Actor {
                 return done(Err(e));
             }
         }
+        let offset = self.first + self.entries;
         self.entries += 1;
         self.bytes += payload.len() as u64;
         let (shared, first) = (self.shared.clone(), self.first);
         let copy = payload.clone();
+        {
+            let mut s = self.shared.lock().expect("shared");
+            s.submitted = offset + 1;
+            if self.c.env.bug(Bug::CacheServesPastLac) {
+                s.cache(offset, payload.clone());
+            }
+        }
+        if let Some(queued) = queued {
+            queued(offset);
+        }
         self.writer.add_then(payload, move |result| match result {
             Ok(entry) => {
                 let offset = first + entry as u64;

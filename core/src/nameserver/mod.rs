@@ -2,7 +2,13 @@
 
 use std::time::Duration;
 
+pub mod client;
+pub mod proto;
 pub mod routes;
+mod server;
+
+pub use proto::{NameServer, KINDS};
+pub use server::serve;
 
 /// How often a broker registers its queues with every NameServer.
 pub const REGISTER_EVERY: Duration = Duration::from_secs(30);

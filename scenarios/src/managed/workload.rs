@@ -7,7 +7,7 @@
 
 use super::{Plan, GROUPS, SERVER};
 use mqsim_core::env::Env;
-use mqsim_core::ledger::{self, LedgerClient, LedgerError, State};
+use mqsim_core::ledger::LedgerClient;
 use mqsim_core::managed::{self, cursor, Config, ManagedLedger, MlError};
 use mqsim_core::meta::Session;
 use mqsim_core::probe::Probe;
@@ -217,32 +217,7 @@ pub async fn final_reads(env: Env, world: Arc<World>, logs: usize) {
 
 /// Every value of `log` in offset order, with its ledgers.
 async fn read_whole(c: &LedgerClient, log: &str) -> Result<(Vec<Segment>, Vec<String>), MlError> {
-    let (list, _) = managed::read_log(c, log).await?.ok_or(MlError::BeyondEnd)?;
-    let (mut segments, mut values) = (Vec::new(), Vec::new());
-    for s in &list.segments {
-        let (meta, _) = c.read_meta(s.ledger).await.map_err(MlError::Storage)?;
-        let meta = match meta.state {
-            State::Closed => meta,
-            _ => {
-                ledger::recover(c, s.ledger).await.map_err(MlError::Storage)?;
-                c.read_meta(s.ledger).await.map_err(MlError::Storage)?.0
-            }
-        };
-        // A closed ledger holds what the list says, or the list is wrong:
-        // only the open one takes its length from its ledger.
-        let entries = s.entries.unwrap_or((meta.last_entry + 1) as u64);
-        if entries as i64 > meta.last_entry + 1 {
-            return Err(MlError::Storage(LedgerError::Unreadable));
-        }
-        let mut read = c.read_all(&meta, s.ledger).await;
-        for entry in 0..entries as i64 {
-            let e = match read.remove(&entry) {
-                Some(e) => e,
-                None => c.read_entry(&meta, s.ledger, entry).await.map_err(MlError::Storage)?,
-            };
-            values.push(String::from_utf8_lossy(&e.payload).into_owned());
-        }
-        segments.push(Segment { ledger: s.ledger, first: s.first, entries });
-    }
-    Ok((segments, values))
+    let (segments, payloads) = managed::read_whole(c, log).await?;
+    let segments = segments.into_iter().map(|(ledger, first, entries)| Segment { ledger, first, entries }).collect();
+    Ok((segments, payloads.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect()))
 }

@@ -1,0 +1,9 @@
+//! The broker: stateless; owns queues through ephemeral keys in the metadata
+//! service, keeps each queue as a managed ledger, registers with every
+//! NameServer, and serves sends, pulls and consumer offsets.
+
+pub mod proto;
+mod server;
+
+pub use proto::{Broker, Request, Response, KINDS};
+pub use server::{log_name, owner_lock, serve, Config, Topic};

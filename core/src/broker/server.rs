@@ -1,0 +1,288 @@
+//! The broker node. Stateless: what it owns is in the metadata service (an
+//! ephemeral lock per queue, held by its session), what it stores is in the
+//! queues' managed ledgers, and consumer offsets are their durable cursors.
+//! It takes the queues it was chosen for, takes over queues left unowned for
+//! a while (a dead broker's), registers with every NameServer, and serves.
+
+use super::proto::{Broker, Request, Response};
+use crate::bugs::Bug;
+use crate::env::Env;
+use crate::ledger::LedgerClient;
+use crate::managed::{self, ManagedLedger, MlError};
+use crate::message::{self, QueueId, StoredMessage};
+use crate::meta::{Lock, Session};
+use crate::nameserver::{self, NameServer, REGISTER_EVERY};
+use crate::probe::Probe;
+use crate::rpc::{self, Incoming, Rpc};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A topic and the brokers chosen for it: queue q goes first to
+/// `brokers[q % brokers.len()]`.
+#[derive(Clone, Debug)]
+pub struct Topic {
+    pub name: String,
+    pub queues: u32,
+    pub brokers: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub meta_server: String,
+    pub nameservers: Vec<String>,
+    pub topics: Vec<Topic>,
+    pub ledger: managed::Config,
+    pub session_timeout: Duration,
+    /// How long a queue must be seen unowned before a broker it was not
+    /// chosen for takes it.
+    pub takeover_after: Duration,
+}
+
+/// The log of a queue.
+pub fn log_name(q: &QueueId) -> String {
+    format!("{}-q{}", q.topic, q.queue)
+}
+
+pub fn owner_lock(q: &QueueId) -> String {
+    format!("/owners/{}", log_name(q))
+}
+
+/// How often ownership is looked at.
+const OWNERSHIP_EVERY: Duration = Duration::from_millis(1_500);
+/// Entries a pull looks at, at most, per message it may return.
+const SCAN_PER_MESSAGE: u64 = 4;
+const NAMESERVER_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct State {
+    owned: BTreeMap<QueueId, ManagedLedger>,
+    /// Set when ownership changed, so the NameServers hear of it soon.
+    changed: bool,
+    /// Offsets kept only here (the planted bug `offsets-in-memory`).
+    offsets: BTreeMap<(String, QueueId), u64>,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+pub async fn serve(env: Env, config: Config) {
+    let state: Shared = Arc::default();
+    let c = LedgerClient::new(&env, &config.meta_server);
+    madsim::task::spawn(own(env.clone(), c.clone(), config.clone(), state.clone()));
+    madsim::task::spawn(register(env.clone(), config.nameservers.clone(), state.clone()));
+    let (rpc, mut requests) = Rpc::serve::<Broker>(&env);
+    while let Some(inc) = rpc::next_request(&mut requests).await {
+        let (env, rpc, state) = (env.clone(), rpc.clone(), state.clone());
+        madsim::task::spawn(async move {
+            let resp = handle(&env, &state, &inc).await;
+            rpc.reply(&inc, &resp).await;
+        });
+    }
+}
+
+/// The queue's log if this broker owns it and the log still takes writes.
+fn owner_of(state: &Shared, q: &QueueId) -> Option<ManagedLedger> {
+    state.lock().expect("broker").owned.get(q).filter(|ml| ml.failed().is_none()).cloned()
+}
+
+async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
+    let queue = match &inc.req {
+        Request::Send { queue, .. }
+        | Request::Pull { queue, .. }
+        | Request::FetchOffset { queue, .. }
+        | Request::Commit { queue, .. } => queue,
+    };
+    let Some(ml) = owner_of(state, queue) else { return Response::NotOwner };
+    match &inc.req {
+        Request::Send { message, .. } => send(env, &ml, message::encode(message)).await,
+        Request::Pull { offset, max, tags, .. } => pull(&ml, *offset, *max, tags).await,
+        Request::FetchOffset { group, .. } => {
+            if env.bug(Bug::OffsetsInMemory) {
+                let s = state.lock().expect("broker");
+                return Response::Offset(s.offsets.get(&(group.clone(), queue.clone())).copied().unwrap_or(0));
+            }
+            match ml.read_cursor(group).await {
+                Ok(offset) => Response::Offset(offset),
+                Err(e) => Response::Failed(e.to_string()),
+            }
+        }
+        Request::Commit { group, offset, .. } => {
+            if env.bug(Bug::OffsetsInMemory) {
+                let mut s = state.lock().expect("broker");
+                let at = s.offsets.entry((group.clone(), queue.clone())).or_default();
+                *at = (*at).max(*offset);
+                return Response::Committed;
+            }
+            match ml.commit_cursor(group, *offset).await {
+                Ok(()) => Response::Committed,
+                Err(e) => Response::Failed(e.to_string()),
+            }
+        }
+    }
+}
+
+/// SEND_OK only once Qa bookies stored the message (unless the planted bug
+/// answers as soon as the append is queued).
+async fn send(env: &Env, ml: &ManagedLedger, payload: Vec<u8>) -> Response {
+    let (queued_tx, queued_rx) = futures::channel::oneshot::channel();
+    let (done_tx, done_rx) = futures::channel::oneshot::channel();
+    ml.append_queued(
+        payload,
+        move |offset| {
+            let _ = queued_tx.send(offset);
+        },
+        move |r| {
+            let _ = done_tx.send(r);
+        },
+    );
+    if env.bug(Bug::BrokerAckBeforeQuorum) {
+        if let Ok(offset) = queued_rx.await {
+            return Response::Sent { offset };
+        }
+    }
+    match done_rx.await {
+        Ok(Ok(offset)) => Response::Sent { offset },
+        Ok(Err(e)) => Response::Failed(e.to_string()),
+        Err(_) => Response::Failed(MlError::Fenced.to_string()),
+    }
+}
+
+/// Messages of `tags` from `offset` on, never past what is durable.
+async fn pull(ml: &ManagedLedger, offset: u64, max: u32, tags: &[String]) -> Response {
+    let mut msgs = Vec::new();
+    let mut next = offset;
+    let limit = offset + max as u64 * SCAN_PER_MESSAGE;
+    while next < limit && msgs.len() < max as usize {
+        let payload = match ml.read(next).await {
+            Ok(p) => p,
+            Err(MlError::BeyondEnd) => break,
+            Err(e) if msgs.is_empty() && next == offset => return Response::Failed(e.to_string()),
+            Err(_) => break,
+        };
+        let Some(message) = message::decode(&payload) else {
+            return Response::Failed(format!("entry at offset {next} is not a message"));
+        };
+        if tags.is_empty() || tags.contains(&message.tag) {
+            msgs.push(StoredMessage { offset: next, message });
+        }
+        next += 1;
+    }
+    Response::Pulled { msgs, next }
+}
+
+/// Takes and keeps queues, one session at a time.
+async fn own(env: Env, c: LedgerClient, config: Config, state: Shared) {
+    let random = env.random("broker-ownership");
+    let queues: Vec<(QueueId, bool)> = config
+        .topics
+        .iter()
+        .flat_map(|t| {
+            (0..t.queues).map(|q| {
+                let chosen = t.brokers.get(q as usize % t.brokers.len().max(1)) == Some(&env.name);
+                (QueueId::new(t.name.clone(), q), chosen)
+            })
+        })
+        .collect();
+    loop {
+        let session = Session::open(&env, &c.meta, config.session_timeout).await;
+        let mut unowned_since: BTreeMap<QueueId, Duration> = BTreeMap::new();
+        while !session.is_expired() {
+            for (q, chosen) in &queues {
+                if session.is_expired() {
+                    break;
+                }
+                look_at(&env, &c, &config, &state, &session, q, *chosen, &mut unowned_since).await;
+            }
+            env.sleep(random.jitter(OWNERSHIP_EVERY)).await;
+        }
+        // The locks went with the session: every log is given up.
+        {
+            let mut s = state.lock().expect("broker");
+            s.owned.clear();
+            s.changed = true;
+        }
+    }
+}
+
+/// One look at queue `q`: keep it, drop it, or take it.
+#[allow(clippy::too_many_arguments)]
+async fn look_at(
+    env: &Env,
+    c: &LedgerClient,
+    config: &Config,
+    state: &Shared,
+    session: &Session,
+    q: &QueueId,
+    chosen: bool,
+    unowned_since: &mut BTreeMap<QueueId, Duration>,
+) {
+    let held = state.lock().expect("broker").owned.get(q).map(|ml| ml.failed().is_some());
+    match held {
+        Some(false) => return,
+        Some(true) => {
+            // Fenced by another owner, or its storage failed: give it up.
+            {
+                let mut s = state.lock().expect("broker");
+                s.owned.remove(q);
+                s.changed = true;
+            }
+            session.unlock(&owner_lock(q)).await;
+            return;
+        }
+        None => {}
+    }
+    if !chosen {
+        match c.meta.get(&owner_lock(q)).await {
+            Ok(None) => {
+                let now = env.clock.mono();
+                let since = *unowned_since.entry(q.clone()).or_insert(now);
+                if now.saturating_sub(since) < config.takeover_after {
+                    return;
+                }
+            }
+            _ => {
+                unowned_since.remove(q);
+                return;
+            }
+        }
+    }
+    if session.lock(&owner_lock(q)).await == Lock::NotOurs {
+        return;
+    }
+    unowned_since.remove(q);
+    match ManagedLedger::open(c, &log_name(q), config.ledger).await {
+        Ok(ml) => {
+            if !chosen {
+                env.probe(Probe::BrokerTookOverQueue);
+            }
+            let mut s = state.lock().expect("broker");
+            s.owned.insert(q.clone(), ml);
+            s.changed = true;
+        }
+        Err(_) => session.unlock(&owner_lock(q)).await,
+    }
+}
+
+/// Registers the owned queues with every NameServer every 30 s, and soon
+/// after ownership changed.
+async fn register(env: Env, nameservers: Vec<String>, state: Shared) {
+    let rpc = env.rpc();
+    let mut last: Option<Duration> = None;
+    loop {
+        let now = env.clock.mono();
+        let due = last.is_none_or(|t| now.saturating_sub(t) >= REGISTER_EVERY);
+        let queues = {
+            let mut s = state.lock().expect("broker");
+            let changed = std::mem::take(&mut s.changed);
+            (due || changed).then(|| s.owned.keys().cloned().collect::<Vec<_>>())
+        };
+        if let Some(queues) = queues {
+            last = Some(now);
+            let req = nameserver::proto::Request::Register { broker: env.name.clone(), queues };
+            for ns in &nameservers {
+                let _ = rpc.call::<NameServer>(ns, &req, NAMESERVER_TIMEOUT).await;
+            }
+        }
+        env.sleep(Duration::from_secs(1)).await;
+    }
+}

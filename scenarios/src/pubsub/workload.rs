@@ -1,0 +1,187 @@
+//! What the producers, consumers and the checker node of `pubsub` do, and
+//! how their steps are recorded.
+
+use super::{Plan, GROUPS, SERVER};
+use mqsim_core::broker::log_name;
+use mqsim_core::consumer::client::{self as consumer, Handler, Observer, Step, StepResult};
+use mqsim_core::env::Env;
+use mqsim_core::ledger::LedgerClient;
+use mqsim_core::managed::{self, cursor};
+use mqsim_core::message::{self, Message, QueueId, StoredMessage};
+use mqsim_core::producer::{Producer, SendOutcome};
+use mqsim_sim::history::{Call, OpId, Polled, Ret, Stored};
+use mqsim_sim::World;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const TAGS: [&str; 3] = ["TagA", "TagB", "TagC"];
+
+/// Sends until `stop`, one message at a time, each recorded with its outcome.
+pub async fn producer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, max_sends: Option<u64>) {
+    let producer = Producer::new(&env, plan.nameservers());
+    let random = env.random("pubsub-producer");
+    let incarnation: u32 = random.range(0..u32::MAX);
+    let mut n = 0u64;
+    while world.elapsed() < stop && max_sends.is_none_or(|m| n < m) {
+        n += 1;
+        let msg_id = format!("{}.{incarnation:08x}.{n}", env.name);
+        let tag = TAGS[random.range(0..TAGS.len())].to_string();
+        let keys = vec![format!("k{}", n % 16)];
+        let body = format!("body.{msg_id}");
+        let call = Call::Send {
+            topic: plan.topic.clone(),
+            tag: tag.clone(),
+            keys: keys.clone(),
+            shard: None,
+            msg_id: msg_id.clone(),
+            body: body.clone(),
+        };
+        let op = world.history.invoke(&env.name, call);
+        let message = Message { msg_id, topic: plan.topic.clone(), tag, keys, body: body.into_bytes() };
+        match producer.send(message, None).await {
+            SendOutcome::Ok { broker, queue, offset } => {
+                world.history.ok(&env.name, op, Ret::Send { broker, queue: queue.queue, offset })
+            }
+            SendOutcome::Failed(e) => world.history.fail(&env.name, op, e),
+            SendOutcome::Unknown(e) => world.history.info(&env.name, op, e),
+        }
+        env.sleep(random.duration(Duration::from_millis(30), Duration::from_millis(150))).await;
+    }
+}
+
+/// Records a consumer's steps as client operations.
+struct Recorder {
+    world: Arc<World>,
+    node: String,
+    group: String,
+    topic: String,
+}
+
+impl Observer for Recorder {
+    fn start(&self, step: &Step) -> u64 {
+        let (group, topic) = (self.group.clone(), self.topic.clone());
+        let call = match step {
+            Step::Rebalance => Call::Rebalance { group, topic },
+            Step::FetchOffset { queue } => Call::FetchOffset { group, topic, queue: *queue },
+            Step::Poll { queue, offset } => Call::Poll { group, topic, queue: *queue, offset: *offset },
+            Step::Process { queue, offset, msg_id } => {
+                Call::Process { group, topic, queue: *queue, offset: *offset, msg_id: msg_id.clone() }
+            }
+            Step::Commit { queue, offset } => Call::Commit { group, topic, queue: *queue, offset: *offset },
+        };
+        self.world.history.invoke(&self.node, call).0
+    }
+
+    fn end(&self, token: u64, result: &StepResult) {
+        let op = OpId(token);
+        let ret = match result {
+            StepResult::Rebalanced { queues } => Ret::Rebalance { queues: queues.clone() },
+            StepResult::Offset(offset) => Ret::FetchOffset { offset: *offset },
+            StepResult::Polled { msgs, next } => Ret::Poll {
+                msgs: msgs
+                    .iter()
+                    .map(|(offset, msg_id, tag)| Polled { offset: *offset, msg_id: msg_id.clone(), tag: tag.clone() })
+                    .collect(),
+                next: *next,
+            },
+            StepResult::Processed => Ret::Process,
+            StepResult::Committed => Ret::Commit,
+            StepResult::Failed(e) => return self.world.history.fail(&self.node, op, e),
+            StepResult::Unknown(e) => return self.world.history.info(&self.node, op, e),
+        };
+        self.world.history.ok(&self.node, op, ret);
+    }
+}
+
+/// The application: processing a message takes a few milliseconds.
+struct Work {
+    env: Env,
+}
+
+impl Handler for Work {
+    fn process(&self, _msg: &StoredMessage) -> futures::future::BoxFuture<'static, ()> {
+        let d = self.env.random("pubsub-processing").duration(Duration::from_millis(1), Duration::from_millis(8));
+        self.env.sleep(d)
+    }
+}
+
+/// A consumer of group `GROUPS[group]`, until `stop`.
+pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, group: usize, stop: Duration) {
+    let (name, tags) = GROUPS[group];
+    let config = consumer::Config {
+        group: name.to_string(),
+        topic: plan.topic.clone(),
+        queues: plan.queues,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        nameservers: plan.nameservers(),
+        meta_server: SERVER.to_string(),
+        session_timeout: plan.session_timeout,
+        rebalance_every: Duration::from_secs(20),
+        pull_batch: 16,
+    };
+    let recorder =
+        Recorder { world: world.clone(), node: env.name.clone(), group: name.into(), topic: plan.topic.clone() };
+    let work = Work { env: env.clone() };
+    let until = move || world.elapsed() >= stop;
+    consumer::run(env, config, Arc::new(recorder), Arc::new(work), until).await;
+}
+
+/// Retries `f` a few times while it fails, as a patient reader would.
+async fn patiently<T, E, F, Fut>(env: &Env, mut f: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut result = f().await;
+    for _ in 0..6 {
+        if result.is_ok() {
+            break;
+        }
+        env.sleep(env.random("pubsub-final").jitter(Duration::from_millis(700))).await;
+        result = f().await;
+    }
+    result
+}
+
+fn complete<T, E: std::fmt::Debug>(env: &Env, world: &World, op: OpId, r: Result<T, E>, ret: impl FnOnce(T) -> Ret) {
+    match r {
+        Ok(v) => world.history.ok(&env.name, op, ret(v)),
+        Err(e) => world.history.info(&env.name, op, e),
+    }
+}
+
+/// The checker node: reads every queue whole from storage (closing the last
+/// owner's ledger by recovery), and every group's durable committed offset.
+pub async fn final_reads(env: Env, world: Arc<World>, plan: Plan) {
+    let c = LedgerClient::new(&env, SERVER);
+    for queue in 0..plan.queues {
+        let log = log_name(&QueueId::new(plan.topic.clone(), queue));
+        let op = world.history.invoke(&env.name, Call::ReadQueue { topic: plan.topic.clone(), queue });
+        let read = patiently(&env, || managed::read_whole(&c, &log)).await;
+        let read = read.map_err(|e| e.to_string()).and_then(|(_, payloads)| stored(&payloads));
+        complete(&env, &world, op, read, |msgs| Ret::ReadQueue { msgs });
+        for (group, _) in GROUPS {
+            let call = Call::FetchOffset { group: group.into(), topic: plan.topic.clone(), queue };
+            let op = world.history.invoke(&env.name, call);
+            let read = patiently(&env, || cursor::read(&c.meta, &log, group)).await;
+            complete(&env, &world, op, read, |offset| Ret::FetchOffset { offset });
+        }
+    }
+}
+
+/// A queue's entries as messages; an entry that is not one makes the read fail.
+fn stored(payloads: &[Vec<u8>]) -> Result<Vec<Stored>, String> {
+    payloads
+        .iter()
+        .enumerate()
+        .map(|(offset, p)| {
+            let m = message::decode(p).ok_or(format!("offset {offset} holds no message"))?;
+            Ok(Stored {
+                offset: offset as u64,
+                msg_id: m.msg_id,
+                tag: m.tag,
+                body: String::from_utf8_lossy(&m.body).into_owned(),
+            })
+        })
+        .collect()
+}
