@@ -49,10 +49,12 @@ pub fn owner_lock(q: &QueueId) -> String {
 }
 
 /// How often ownership is looked at.
-const OWNERSHIP_EVERY: Duration = Duration::from_millis(1_500);
+const OWNERSHIP_EVERY: Duration = Duration::from_millis(2_000);
 /// Entries a pull looks at, at most, per message it may return.
 const SCAN_PER_MESSAGE: u64 = 4;
 const NAMESERVER_TIMEOUT: Duration = Duration::from_secs(1);
+/// How soon a registration a NameServer did not acknowledge is sent again.
+const REGISTER_RETRY: Duration = Duration::from_secs(3);
 
 #[derive(Default)]
 struct State {
@@ -263,25 +265,27 @@ async fn look_at(
     }
 }
 
-/// Registers the owned queues with every NameServer every 30 s, and soon
-/// after ownership changed.
+/// Registers the owned queues with every NameServer every 30 s, soon after
+/// ownership changed, and again within seconds at a NameServer that did not
+/// acknowledge (it may have restarted and forgotten everything).
 async fn register(env: Env, nameservers: Vec<String>, state: Shared) {
     let rpc = env.rpc();
-    let mut last: Option<Duration> = None;
+    let random = env.random("broker-registration");
+    // When each NameServer is due next.
+    let mut due: Vec<Duration> = vec![Duration::ZERO; nameservers.len()];
     loop {
         let now = env.clock.mono();
-        let due = last.is_none_or(|t| now.saturating_sub(t) >= REGISTER_EVERY);
-        let queues = {
+        let (changed, queues) = {
             let mut s = state.lock().expect("broker");
-            let changed = std::mem::take(&mut s.changed);
-            (due || changed).then(|| s.owned.keys().cloned().collect::<Vec<_>>())
+            (std::mem::take(&mut s.changed), s.owned.keys().cloned().collect::<Vec<_>>())
         };
-        if let Some(queues) = queues {
-            last = Some(now);
-            let req = nameserver::proto::Request::Register { broker: env.name.clone(), queues };
-            for ns in &nameservers {
-                let _ = rpc.call::<NameServer>(ns, &req, NAMESERVER_TIMEOUT).await;
+        for (ns, due) in nameservers.iter().zip(due.iter_mut()) {
+            if !changed && now < *due {
+                continue;
             }
+            let req = nameserver::proto::Request::Register { broker: env.name.clone(), queues: queues.clone() };
+            let answer = rpc.call::<NameServer>(ns, &req, NAMESERVER_TIMEOUT).await;
+            *due = now + if answer.is_ok() { REGISTER_EVERY } else { random.jitter(REGISTER_RETRY) };
         }
         env.sleep(Duration::from_secs(1)).await;
     }

@@ -45,6 +45,9 @@ const ERROR_DELAY: Duration = Duration::from_secs(1);
 const ROUTE_RETRY: Duration = Duration::from_secs(1);
 const COMMIT_EVERY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3));
 const IDLE: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(80));
+/// How long a queue whose pull found nothing new waits before the next pull
+/// (short polling: the broker does not hold pulls).
+const QUEUE_IDLE: (Duration, Duration) = (Duration::from_millis(500), Duration::from_millis(1_500));
 
 /// The ephemeral key by which `consumer` is a member of `group`.
 pub fn member_key(group: &str, consumer: &str) -> String {
@@ -423,6 +426,12 @@ impl<U: Fn() -> bool> Consumer<U> {
         let Some(progress) = self.held.get_mut(&queue).and_then(|h| h.progress.as_mut()) else { return false };
         let accepted = progress.pulled(&offsets, next).accepted;
         let moved = progress.next_pull() > from;
+        if !moved {
+            let pause = self.now() + self.random.duration(QUEUE_IDLE.0, QUEUE_IDLE.1);
+            if let Some(h) = self.held.get_mut(&queue) {
+                h.not_before = pause;
+            }
+        }
         if accepted.is_empty() {
             return moved;
         }

@@ -45,7 +45,7 @@ pub async fn producer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, m
             SendOutcome::Failed(e) => world.history.fail(&env.name, op, e),
             SendOutcome::Unknown(e) => world.history.info(&env.name, op, e),
         }
-        env.sleep(random.duration(Duration::from_millis(30), Duration::from_millis(150))).await;
+        env.sleep(random.duration(Duration::from_millis(60), Duration::from_millis(300))).await;
     }
 }
 
