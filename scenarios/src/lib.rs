@@ -6,6 +6,7 @@ pub mod managed;
 pub mod meta;
 pub mod ops;
 pub mod pubsub;
+pub mod routes;
 pub mod selftest;
 
 use mqsim_core::bugs::Bugs;
@@ -203,6 +204,7 @@ pub fn all() -> &'static [&'static dyn Scenario] {
         &kit::Kit(ledger::LedgerRepair),
         &kit::Kit(managed::ManagedLedgers),
         &kit::Kit(pubsub::PubSub),
+        &kit::Kit(routes::Routes),
     ]
 }
 

@@ -6,4 +6,4 @@ pub mod proto;
 mod server;
 
 pub use proto::{Broker, Request, Response, KINDS};
-pub use server::{log_name, owner_lock, serve, Config, Topic};
+pub use server::{log_name, owner_lock, serve, Config, RegistrationObserver, Registrations, Topic};

@@ -37,6 +37,24 @@ pub struct Config {
     /// How long a queue must be seen unowned before a broker it was not
     /// chosen for takes it.
     pub takeover_after: Duration,
+    /// Told of every registration, for a workload to record.
+    pub registrations: Option<Registrations>,
+}
+
+/// Sees a broker's registrations: `start` before each is sent (a token
+/// back), `end` with whether the NameServer acknowledged it.
+pub trait RegistrationObserver: Send + Sync {
+    fn start(&self, nameserver: &str, queues: &[QueueId]) -> u64;
+    fn end(&self, token: u64, acknowledged: bool);
+}
+
+#[derive(Clone)]
+pub struct Registrations(pub Arc<dyn RegistrationObserver>);
+
+impl std::fmt::Debug for Registrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registrations")
+    }
 }
 
 /// The log of a queue.
@@ -71,7 +89,7 @@ pub async fn serve(env: Env, config: Config) {
     let state: Shared = Arc::default();
     let c = LedgerClient::new(&env, &config.meta_server);
     madsim::task::spawn(own(env.clone(), c.clone(), config.clone(), state.clone()));
-    madsim::task::spawn(register(env.clone(), config.nameservers.clone(), state.clone()));
+    madsim::task::spawn(register(env.clone(), config.clone(), state.clone()));
     let (rpc, mut requests) = Rpc::serve::<Broker>(&env);
     while let Some(inc) = rpc::next_request(&mut requests).await {
         let (env, rpc, state) = (env.clone(), rpc.clone(), state.clone());
@@ -268,8 +286,8 @@ async fn look_at(
 /// Registers the owned queues with every NameServer every 30 s, soon after
 /// ownership changed, and again within seconds at a NameServer that did not
 /// acknowledge (it may have restarted and forgotten everything).
-async fn register(env: Env, nameservers: Vec<String>, state: Shared) {
-    let rpc = env.rpc();
+async fn register(env: Env, config: Config, state: Shared) {
+    let (rpc, nameservers, observer) = (env.rpc(), &config.nameservers, config.registrations.as_ref());
     let random = env.random("broker-registration");
     // When each NameServer is due next.
     let mut due: Vec<Duration> = vec![Duration::ZERO; nameservers.len()];
@@ -283,8 +301,12 @@ async fn register(env: Env, nameservers: Vec<String>, state: Shared) {
             if !changed && now < *due {
                 continue;
             }
+            let token = observer.map(|o| o.0.start(ns, &queues));
             let req = nameserver::proto::Request::Register { broker: env.name.clone(), queues: queues.clone() };
             let answer = rpc.call::<NameServer>(ns, &req, NAMESERVER_TIMEOUT).await;
+            if let (Some(o), Some(token)) = (observer, token) {
+                o.0.end(token, answer.is_ok());
+            }
             *due = now + if answer.is_ok() { REGISTER_EVERY } else { random.jitter(REGISTER_RETRY) };
         }
         env.sleep(Duration::from_secs(1)).await;

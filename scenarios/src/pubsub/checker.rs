@@ -256,11 +256,11 @@ struct Sends<'a> {
     failed_ids: BTreeMap<&'a str, usize>,
 }
 
-pub fn check(history: &[Record], spec: &Spec) -> Checked {
-    let ops = match ops(history) {
-        Ok(ops) => ops,
-        Err(v) => return Checked::failed(v),
-    };
+/// The operations, where each was invoked, and every node's crashes.
+type Joined<'a> = (Vec<Op<'a>>, Vec<usize>, BTreeMap<&'a str, Vec<(usize, u64)>>);
+
+fn join(history: &[Record]) -> Result<Joined<'_>, Violation> {
+    let ops = ops(history)?;
     let mut inv = Vec::with_capacity(ops.len());
     let mut crashes: BTreeMap<&str, Vec<(usize, u64)>> = BTreeMap::new();
     for (i, r) in history.iter().enumerate() {
@@ -270,6 +270,31 @@ pub fn check(history: &[Record], spec: &Spec) -> Checked {
             _ => {}
         }
     }
+    Ok((ops, inv, crashes))
+}
+
+/// R1 alone, for runs without messages (scenario `routes`), judged from the
+/// brokers' registrations and the route answers; a run without a route
+/// answer judged nothing.
+pub fn check_routes_alone(history: &[Record], spec: &Spec) -> Vec<Violation> {
+    let (ops, inv, crashes) = match join(history) {
+        Ok(joined) => joined,
+        Err(v) => return vec![v],
+    };
+    if !ops.iter().any(|o| matches!(o.ret(), Some(Ret::Routes { brokers }) if !brokers.is_empty())) {
+        return vec![Violation::new(JUDGED_NOTHING, "no route answer named a broker in the whole run".into())];
+    }
+    let run = Run { spec, ops, inv, crashes, finals: BTreeMap::new(), subs: BTreeMap::new(), breaks: BTreeMap::new() };
+    let mut found = Found::default();
+    check_routes(history, &run, &mut found);
+    found.violations()
+}
+
+pub fn check(history: &[Record], spec: &Spec) -> Checked {
+    let (ops, inv, crashes) = match join(history) {
+        Ok(joined) => joined,
+        Err(v) => return Checked::failed(v),
+    };
     let mut found = Found::default();
 
     // The final reads: the last that ended well, per queue.

@@ -81,6 +81,7 @@ impl Plan {
             ledger: managed::Config { e: self.shape.0, qw: self.shape.1, qa: self.shape.2, rollover: self.rollover },
             session_timeout: self.session_timeout,
             takeover_after: self.session_timeout * 2,
+            registrations: None,
         }
     }
 }
