@@ -58,6 +58,7 @@ probes! {
     BookieJournalLookedAgain = "bookie-journal-looked-again": "a journal that read as damaged was read again before being refused",
     BookieJournalFailed = "bookie-journal-failed": "a journal write or fsync failed; the bookie rolled back to its durable state",
     BookieReregistered = "bookie-reregistered": "a bookie's registration expired and it registered again",
+    BookieRegistrationVanished = "bookie-registration-vanished": "a bookie's registration key vanished while its session lived (a late delete) and it registered again",
     BookieRemovedOldRegistration = "bookie-removed-old-registration": "a restarted bookie found its previous incarnation's key and removed it",
     // Ledger writer.
     WriterEnsembleChange = "writer-ensemble-change": "the writer replaced a failed bookie by compare-and-set",
@@ -94,6 +95,7 @@ probes! {
     // Broker.
     BrokerTookOverQueue = "broker-took-over-queue": "a broker took over a queue it was not chosen for, left unowned by another",
     // NameServer.
+    NameserverIgnoredOlderRegistration = "nameserver-ignored-older-registration": "a broker's registration arrived after a newer one and was ignored",
     NameserverExpiredBroker = "nameserver-expired-broker": "a NameServer dropped a broker whose registrations stopped",
     ProducerRetriedOtherBroker = "producer-retried-other-broker": "a failed send was retried on another broker with the same message id",
     ConsumerRebalanceUncommitted = "consumer-rebalance-uncommitted": "a rebalance took a queue away while offsets of it were uncommitted",

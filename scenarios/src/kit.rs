@@ -6,8 +6,9 @@
 
 use crate::{Config, Outcome, Ran, RunSpec, Scenario, Violation};
 use mqsim_core::bugs::Bug;
-use mqsim_core::env::Kind;
+use mqsim_core::env::{Env, Kind};
 use mqsim_core::probe::Probe;
+use mqsim_sim::history::{OpId, Ret};
 use mqsim_sim::nemesis::{Profile, Signal};
 use mqsim_sim::{world, FaultAction, FaultKind, Schedule, World};
 use std::future::Future;
@@ -329,4 +330,37 @@ pub fn restart_on_flaky_disk(
         FaultAction { at_ms, for_ms, fault: mqsim_sim::Fault::DiskReadFlips { node: node.into(), per_mille } },
         FaultAction { at_ms: at_ms + 200, for_ms: down_ms, fault: mqsim_sim::Fault::Crash { node: node.into() } },
     ]
+}
+
+/// Retries `f` up to six times (a jittered 0.7 s apart) while it fails, as a
+/// patient reader of the final state would.
+pub async fn patiently<T, E, F, Fut>(env: &Env, purpose: &'static str, mut f: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut result = f().await;
+    for _ in 0..6 {
+        if result.is_ok() {
+            break;
+        }
+        env.sleep(env.random(purpose).jitter(Duration::from_millis(700))).await;
+        result = f().await;
+    }
+    result
+}
+
+/// Records the end of client operation `op` of `env`'s node: ok with `ret`,
+/// or an unknown outcome.
+pub fn complete<T, E: std::fmt::Debug>(
+    env: &Env,
+    world: &World,
+    op: OpId,
+    r: Result<T, E>,
+    ret: impl FnOnce(T) -> Ret,
+) {
+    match r {
+        Ok(v) => world.history.ok(&env.name, op, ret(v)),
+        Err(e) => world.history.info(&env.name, op, e),
+    }
 }

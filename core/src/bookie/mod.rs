@@ -12,6 +12,7 @@ use crate::meta::{Lock, MetaClient, Session};
 use crate::probe::Probe;
 use crate::rpc::{self, Incoming, Rpc};
 use crate::wal::{Wal, WalError};
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -24,6 +25,8 @@ const CORRUPT_RETRIES: u32 = 10;
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 const META_TIMEOUT: Duration = Duration::from_secs(1);
 const META_RETRY: Duration = Duration::from_millis(200);
+/// How often a registered bookie looks that its key is still there.
+const REGISTRATION_LOOK: Duration = Duration::from_secs(5);
 
 /// A journal record. Replaying the journal rebuilds the index and fence flags.
 #[derive(Serialize, Deserialize)]
@@ -51,28 +54,53 @@ pub async fn serve(env: Env, meta_server: String) {
     }
 }
 
-/// Keeps an ephemeral `/bookies/<name>` key alive, re-registering after expiry.
+/// Keeps an ephemeral `/bookies/<name>` key alive, re-registering after
+/// expiry, and looking every few seconds that it is still there: the delete
+/// of a key left by this bookie's previous incarnation may arrive late and
+/// remove the new one, which would leave the bookie unregistered for good.
 pub async fn keep_registered(env: Env, meta: MetaClient) {
     let path = format!("{REGISTRY}/{}", env.name);
     let random = env.random("bookie-registration");
     loop {
         let session = Session::open(&env, &meta, SESSION_TIMEOUT).await;
-        // A key left by this bookie's previous incarnation goes first.
-        let registered = loop {
+        let mut registered = false;
+        while !session.is_expired() {
             match session.lock(&path).await {
-                Lock::Taken | Lock::AlreadyOurs => break true,
-                Lock::NotOurs if session.is_expired() => break false,
-                Lock::NotOurs => match meta.get(&path).await {
-                    Ok(Some(_)) => {
-                        env.probe(Probe::BookieRemovedOldRegistration);
-                        let _ = meta.delete(&path, None).await;
+                Lock::Taken | Lock::AlreadyOurs => {
+                    if registered {
+                        env.probe(Probe::BookieRegistrationVanished);
                     }
-                    _ => env.sleep(random.jitter(META_RETRY)).await,
-                },
+                    registered = true;
+                }
+                Lock::NotOurs if session.is_expired() => break,
+                // A key left by this bookie's previous incarnation goes first.
+                Lock::NotOurs => {
+                    match meta.get(&path).await {
+                        Ok(Some(_)) => {
+                            env.probe(Probe::BookieRemovedOldRegistration);
+                            let _ = meta.delete(&path, None).await;
+                        }
+                        _ => env.sleep(random.jitter(META_RETRY)).await,
+                    }
+                    continue;
+                }
             }
-        };
+            // Registered: until the session ends, or the key is gone.
+            loop {
+                let mut expired = session.expired().fuse();
+                let mut next_look = env.sleep(random.jitter(REGISTRATION_LOOK)).fuse();
+                futures::select_biased! {
+                    _ = expired => break,
+                    _ = next_look => {}
+                }
+                match meta.get(&path).await {
+                    Ok(Some((_, stat))) if stat.owner != Some(session.id()) => break,
+                    Ok(None) => break,
+                    _ => {}
+                }
+            }
+        }
         if registered {
-            session.expired().await;
             env.probe(Probe::BookieReregistered);
         }
     }

@@ -11,6 +11,7 @@ use crate::ledger::LedgerClient;
 use crate::managed::{self, ManagedLedger, MlError};
 use crate::message::{self, QueueId, StoredMessage};
 use crate::meta::{Lock, Session};
+use crate::nameserver::routes::Version;
 use crate::nameserver::{self, NameServer, REGISTER_EVERY};
 use crate::probe::Probe;
 use crate::rpc::{self, Incoming, Rpc};
@@ -260,10 +261,15 @@ async fn look_at(
                     return;
                 }
             }
-            _ => {
+            // Ours already (a create that timed out but happened, or an
+            // unlock that failed): take the queue up again.
+            Ok(Some((_, stat))) if stat.owner == Some(session.id()) => {}
+            Ok(Some(_)) => {
                 unowned_since.remove(q);
                 return;
             }
+            // No answer says nothing about the owner.
+            Err(_) => return,
         }
     }
     if session.lock(&owner_lock(q)).await == Lock::NotOurs {
@@ -289,6 +295,7 @@ async fn look_at(
 async fn register(env: Env, config: Config, state: Shared) {
     let (rpc, nameservers, observer) = (env.rpc(), &config.nameservers, config.registrations.as_ref());
     let random = env.random("broker-registration");
+    let mut version = Version { epoch: random.range(0..u64::MAX), seq: 0 };
     // When each NameServer is due next.
     let mut due: Vec<Duration> = vec![Duration::ZERO; nameservers.len()];
     loop {
@@ -302,7 +309,9 @@ async fn register(env: Env, config: Config, state: Shared) {
                 continue;
             }
             let token = observer.map(|o| o.0.start(ns, &queues));
-            let req = nameserver::proto::Request::Register { broker: env.name.clone(), queues: queues.clone() };
+            version.seq += 1;
+            let req =
+                nameserver::proto::Request::Register { broker: env.name.clone(), version, queues: queues.clone() };
             let answer = rpc.call::<NameServer>(ns, &req, NAMESERVER_TIMEOUT).await;
             if let (Some(o), Some(token)) = (observer, token) {
                 o.0.end(token, answer.is_ok());

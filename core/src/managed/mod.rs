@@ -109,6 +109,8 @@ impl Shared {
 #[derive(Clone)]
 pub struct ManagedLedger {
     pub name: String,
+    /// The ledger this owner added when it opened the log.
+    pub opened: LedgerId,
     c: LedgerClient,
     cmds: mpsc::UnboundedSender<Cmd>,
     shared: Arc<Mutex<Shared>>,
@@ -359,7 +361,7 @@ impl Actor {
         version: u64,
         w: LedgerWriter,
     ) -> ManagedLedger {
-        let first = meta.end();
+        let (first, w_ledger) = (meta.end(), w.ledger);
         let shared = Arc::new(Mutex::new(Shared {
             meta,
             durable: first,
@@ -383,7 +385,7 @@ impl Actor {
             bytes: 0,
         };
         madsim::task::spawn(actor.run(rx));
-        ManagedLedger { name: name.to_string(), c: c.clone(), cmds: tx, shared }
+        ManagedLedger { name: name.to_string(), opened: w_ledger, c: c.clone(), cmds: tx, shared }
     }
 
     fn fail(&self, e: MlError) {

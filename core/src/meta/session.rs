@@ -103,9 +103,14 @@ impl Session {
         }
     }
 
-    /// Releases a lock this session holds.
+    /// Releases a lock this session holds; a lock another session took
+    /// meanwhile (after this one expired, say) stays.
     pub async fn unlock(&self, path: &str) {
-        let _ = self.inner.meta.delete(path, None).await;
+        if let Ok(Some((_, stat))) = self.inner.meta.get(path).await {
+            if stat.owner == Some(self.id()) {
+                let _ = self.inner.meta.delete(path, Some(stat.version)).await;
+            }
+        }
     }
 
     /// Ends the session now: the service deletes its ephemeral keys.

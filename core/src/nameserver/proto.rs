@@ -1,13 +1,15 @@
 //! What travels between brokers, clients and NameServers.
 
+use super::routes::Version;
 use crate::env::Kind;
 use crate::message::QueueId;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// A broker's registration: every queue it owns now (it replaces the last one).
-    Register { broker: String, queues: Vec<QueueId> },
+    /// A broker's registration: every queue it owns now (it replaces the
+    /// last one, unless it is older than the last one of the same incarnation).
+    Register { broker: String, version: Version, queues: Vec<QueueId> },
     /// A topic's routes: each broker with the queues of the topic it owns.
     Routes { topic: String },
 }

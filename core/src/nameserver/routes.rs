@@ -10,6 +10,16 @@ use std::collections::{BTreeMap, BTreeSet};
 struct Registration {
     queues: BTreeSet<QueueId>,
     at_ms: u64,
+    version: Version,
+}
+
+/// Which registration of a broker is newer: within one incarnation of the
+/// broker (`epoch`) the higher `seq`. Registrations travel on their own and
+/// may arrive out of order; an older one must not undo a newer one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Version {
+    pub epoch: u64,
+    pub seq: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -19,10 +29,17 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Records a broker's registration: its queue list replaces the previous one
-    /// (a broker reports everything it owns each time) and its time is refreshed.
-    pub fn register(&mut self, broker: &str, queues: Vec<QueueId>, now_ms: u64) {
-        let reg = Registration { queues: queues.into_iter().collect(), at_ms: now_ms };
+    /// (a broker reports everything it owns each time) and its time is refreshed,
+    /// unless it is older than the last one of the same incarnation (false then).
+    pub fn register(&mut self, broker: &str, version: Version, queues: Vec<QueueId>, now_ms: u64) -> bool {
+        if let Some(last) = self.brokers.get(broker) {
+            if last.version.epoch == version.epoch && version.seq < last.version.seq {
+                return false;
+            }
+        }
+        let reg = Registration { queues: queues.into_iter().collect(), at_ms: now_ms, version };
         self.brokers.insert(broker.to_string(), reg);
+        true
     }
 
     /// Removes the brokers whose last registration is more than `expiry_ms` before
@@ -64,8 +81,29 @@ mod tests {
     use crate::nameserver::BROKER_EXPIRY;
     use proptest::prelude::*;
 
+    /// Registrations of one version: each replaces the last.
+    const V: Version = Version { epoch: 0, seq: 0 };
+
     fn qs(topic: &str, ids: &[u32]) -> Vec<QueueId> {
         ids.iter().map(|&i| QueueId::new(topic, i)).collect()
+    }
+
+    #[test]
+    fn an_older_registration_of_the_same_incarnation_arriving_late_is_ignored() {
+        let mut t = RouteTable::default();
+        let v = |epoch, seq| Version { epoch, seq };
+        assert!(t.register("b", v(7, 2), qs("orders", &[1, 5]), 1_000));
+        assert!(!t.register("b", v(7, 1), vec![], 1_500), "an older registration must not undo a newer one");
+        assert_eq!(t.routes("orders"), vec![("b".to_string(), vec![1, 5])]);
+        assert_eq!(
+            t.scan(1_000 + 120_000, 120_000),
+            Vec::<String>::new(),
+            "the late one did not refresh the time either"
+        );
+        assert_eq!(t.scan(1_001 + 120_000, 120_000), vec!["b".to_string()]);
+        // A new incarnation starts its own count.
+        assert!(t.register("b", v(8, 0), qs("orders", &[2]), 2_000));
+        assert_eq!(t.routes("orders"), vec![("b".to_string(), vec![2])]);
     }
 
     #[test]
@@ -74,9 +112,9 @@ mod tests {
         let mut t = RouteTable::default();
         let mut b1 = qs("orders", &[3, 1]);
         b1.extend(qs("audit", &[0]));
-        t.register("broker-1", b1, 0);
-        t.register("broker-0", qs("orders", &[2, 0]), 10_000);
-        t.register("broker-2", vec![], 10_000);
+        t.register("broker-1", V, b1, 0);
+        t.register("broker-0", V, qs("orders", &[2, 0]), 10_000);
+        t.register("broker-2", V, vec![], 10_000);
         assert_eq!(t.brokers(), vec!["broker-0", "broker-1", "broker-2"]);
         assert_eq!(
             t.routes("orders"),
@@ -88,7 +126,7 @@ mod tests {
         assert_eq!(t.scan(expiry, expiry), Vec::<String>::new());
         assert_eq!(t.scan(expiry + 1, expiry), vec!["broker-1"]);
         // A re-registration replaces the queue list.
-        t.register("broker-0", qs("orders", &[1]), 20_000);
+        t.register("broker-0", Version { epoch: 0, seq: 1 }, qs("orders", &[1]), 20_000);
         assert_eq!(t.routes("orders"), vec![("broker-0".to_string(), vec![1])]);
         assert_eq!(t.scan(20_000 + expiry + 1, expiry), vec!["broker-0", "broker-2"]);
         assert!(t.brokers().is_empty());
@@ -127,7 +165,7 @@ mod tests {
                         let name = format!("broker-{b}");
                         let queues: Vec<QueueId> =
                             queues.into_iter().map(|(a, i)| QueueId::new(if a { "a" } else { "b" }, i)).collect();
-                        t.register(&name, queues.clone(), now);
+                        t.register(&name, V, queues.clone(), now);
                         latest.insert(name, (now, queues));
                     }
                     Op::Scan { dt } => {

@@ -20,8 +20,10 @@ pub async fn serve(env: Env) {
         let resp = {
             let mut t = table.lock().expect("routes");
             match &inc.req {
-                Request::Register { broker, queues } => {
-                    t.register(broker, queues.clone(), now);
+                Request::Register { broker, version, queues } => {
+                    if !t.register(broker, *version, queues.clone(), now) {
+                        env.probe(Probe::NameserverIgnoredOlderRegistration);
+                    }
                     Response::Registered
                 }
                 Request::Routes { topic } => Response::Routes(t.routes(topic)),

@@ -46,7 +46,7 @@ pub fn check(history: &[Record], spec: &Spec) -> Vec<Violation> {
         check_structure(log, &fin, &mut out);
         let of_log: Vec<&Op> = ops.iter().filter(|o| op_log(o) == Some(log.as_str())).collect();
         check_values(log, &of_log, &fin, &mut out);
-        check_owners(log, &of_log, &mut out);
+        check_owners(log, &of_log, &fin, &mut out);
         check_reads(log, &of_log, &fin, &mut out);
         for group in &spec.groups {
             check_cursor(log, group, &of_log, &fin, spec, &mut out);
@@ -152,22 +152,23 @@ fn check_values(log: &str, of_log: &[&Op], fin: &FinalLog, out: &mut Report) {
 struct Tenure<'o, 'a> {
     open: &'o Op<'a>,
     end: u64,
+    ledger: u64,
     appends: Vec<&'o Op<'a>>,
 }
 
 /// Order and density (L6): each tenure's acknowledged appends take offsets
 /// `end, end+1, …` in the order acknowledged. Fencing (L4): no tenure has an
 /// append acknowledged at or past the start of a tenure opened after it.
-fn check_owners(log: &str, of_log: &[&Op], out: &mut Report) {
+fn check_owners(log: &str, of_log: &[&Op], fin: &FinalLog, out: &mut Report) {
     let mut tenures: Vec<Tenure> = Vec::new();
     let mut current: BTreeMap<&str, usize> = BTreeMap::new();
     for o in of_log {
         match (o.call, o.ret()) {
             (Call::OpenLog { .. }, ret) => {
                 current.remove(o.node);
-                if let Some(Ret::OpenLog { end }) = ret {
+                if let Some(Ret::OpenLog { end, ledger }) = ret {
                     current.insert(o.node, tenures.len());
-                    tenures.push(Tenure { open: o, end: *end, appends: Vec::new() });
+                    tenures.push(Tenure { open: o, end: *end, ledger: *ledger, appends: Vec::new() });
                 }
             }
             (Call::Append { .. }, _) => {
@@ -195,9 +196,12 @@ fn check_owners(log: &str, of_log: &[&Op], out: &mut Report) {
             expect += 1;
         }
     }
-    // A later tenure's start bounds every earlier one.
+    // A later tenure's start bounds every earlier one. Tenures follow one
+    // another in the order their ledgers joined the list (an owner may learn
+    // it opened the log after a later owner did).
+    let position = |t: &Tenure| fin.segments.iter().position(|s| s.ledger == t.ledger).unwrap_or(usize::MAX);
     let mut by_open: Vec<&Tenure> = tenures.iter().collect();
-    by_open.sort_by_key(|t| t.open.done_at);
+    by_open.sort_by_key(|t| (position(t), t.open.done_at));
     let mut bound: Option<(u64, &Op)> = None;
     for t in by_open.iter().rev() {
         if let Some((limit, later)) = bound {
@@ -324,8 +328,10 @@ mod tests {
         Spec { logs: vec!["log-0".into()], groups: vec!["g0".into()], calm_from: 5_000_000, checker: CHECKER.into() }
     }
 
+    /// `node` opens the log at `end`, adding ledger 1 at offset 0 and ledger 2 after it.
     fn open(h: &mut History, node: &str, t: u64, end: u64) {
-        h.op(node, t, t + 5, Call::OpenLog { log: "log-0".into() }, End::Ok(Ret::OpenLog { end }));
+        let ledger = if end == 0 { 1 } else { 2 };
+        h.op(node, t, t + 5, Call::OpenLog { log: "log-0".into() }, End::Ok(Ret::OpenLog { end, ledger }));
     }
 
     fn append(h: &mut History, node: &str, t: u64, value: &str, end: End) -> u64 {
@@ -436,6 +442,24 @@ mod tests {
         let mut h = valid();
         append(&mut h, A, 1_100, "z", acked(2));
         flags(judge(h, FINE.to_vec(), &["a", "b", "c"]), "L4", "opened the log at 2");
+    }
+
+    #[test]
+    fn owners_follow_one_another_in_the_order_their_ledgers_joined_the_list() {
+        // A's open took effect first (ledger 1, empty) but A learned it last;
+        // B, which fenced A, then had its appends acknowledged: valid.
+        let mut h = History::default();
+        h.op(A, 100, 1_200, Call::OpenLog { log: "log-0".into() }, End::Ok(Ret::OpenLog { end: 0, ledger: 1 }));
+        h.op(B, 1_000, 1_005, Call::OpenLog { log: "log-0".into() }, End::Ok(Ret::OpenLog { end: 0, ledger: 2 }));
+        append(&mut h, B, 1_100, "a", acked(0));
+        append(&mut h, B, 6_000, "b", acked(1));
+        read(&mut h, B, 6_100, 0, "a");
+        read(&mut h, B, 6_110, 1, "b");
+        read(&mut h, B, 6_120, 2, "c");
+        commit(&mut h, B, 6_200, 3);
+        append(&mut h, B, 6_010, "c", acked(2));
+        let found = judge(h, vec![(1, 0, 0), (2, 0, 3)], &["a", "b", "c"]);
+        assert!(found.is_empty(), "{:?}", found.iter().map(|v| &v.detail).collect::<Vec<_>>());
     }
 
     #[test]

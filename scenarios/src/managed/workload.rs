@@ -6,12 +6,13 @@
 //! commits it, until its session expires, the log fences it, or the run stops.
 
 use super::{Plan, GROUPS, SERVER};
+use crate::kit::{complete, patiently};
 use mqsim_core::env::Env;
 use mqsim_core::ledger::LedgerClient;
 use mqsim_core::managed::{self, cursor, Config, ManagedLedger, MlError};
 use mqsim_core::meta::Session;
 use mqsim_core::probe::Probe;
-use mqsim_sim::history::{Call, OpId, Ret, Segment};
+use mqsim_sim::history::{Call, Ret, Segment};
 use mqsim_sim::World;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,14 +20,6 @@ use std::time::Duration;
 
 pub fn owner_lock(log: &str) -> String {
     format!("/owners/{log}")
-}
-
-/// Records the end of `op`: ok with `ret`, or unknown.
-fn complete<T, E: std::fmt::Debug>(env: &Env, world: &World, op: OpId, r: Result<T, E>, ret: impl FnOnce(T) -> Ret) {
-    match r {
-        Ok(v) => world.history.ok(&env.name, op, ret(v)),
-        Err(e) => world.history.info(&env.name, op, e),
-    }
 }
 
 /// One owner node: one session at a time, and under it a candidate per log,
@@ -109,7 +102,8 @@ async fn serve(
     let config = Config { e: plan.shape.0, qw: plan.shape.1, qa: plan.shape.2, rollover: plan.rollover };
     let op = world.history.invoke(&env.name, Call::OpenLog { log: log.into() });
     let opened = ManagedLedger::open(c, log, config).await;
-    complete(env, world, op, opened.as_ref().map(|ml| ml.end()).map_err(Clone::clone), |end| Ret::OpenLog { end });
+    let result = opened.as_ref().map(|ml| (ml.end(), ml.opened)).map_err(Clone::clone);
+    complete(env, world, op, result, |(end, ledger)| Ret::OpenLog { end, ledger });
     let Ok(ml) = opened else { return };
     let mut cursors: Vec<Option<u64>> = vec![None; GROUPS.len()];
     let inflight = Arc::new(AtomicUsize::new(0));
@@ -180,23 +174,6 @@ async fn consume(
     }
 }
 
-/// Retries `f` a few times while it fails, as a patient reader would.
-async fn patiently<T, E, F, Fut>(env: &Env, mut f: F) -> Result<T, E>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    let mut result = f().await;
-    for _ in 0..6 {
-        if result.is_ok() {
-            break;
-        }
-        env.sleep(env.random("ml-final").jitter(Duration::from_millis(700))).await;
-        result = f().await;
-    }
-    result
-}
-
 /// The checker node: for every log, closes its open ledger by recovery (the
 /// owners are gone), reads every entry of every ledger in the list through
 /// the protocol, and reads every group's cursor.
@@ -205,11 +182,11 @@ pub async fn final_reads(env: Env, world: Arc<World>, logs: usize) {
     for i in 0..logs {
         let log = format!("log-{i}");
         let op = world.history.invoke(&env.name, Call::FinalLog { log: log.clone() });
-        let read = patiently(&env, || read_whole(&c, &log)).await;
+        let read = patiently(&env, "ml-final", || read_whole(&c, &log)).await;
         complete(&env, &world, op, read, |(segments, values)| Ret::FinalLog { segments, values });
         for group in GROUPS {
             let op = world.history.invoke(&env.name, Call::ReadCursor { log: log.clone(), group: group.to_string() });
-            let read = patiently(&env, || cursor::read(&c.meta, &log, group)).await;
+            let read = patiently(&env, "ml-final", || cursor::read(&c.meta, &log, group)).await;
             complete(&env, &world, op, read, |offset| Ret::ReadCursor { offset });
         }
     }

@@ -775,10 +775,16 @@ fn check_offsets(run: &Run, found: &mut Found) {
     let mut processed: BTreeMap<(&str, &str, u32, u64, &str), u64> = BTreeMap::new();
     for (i, o) in ops.iter().enumerate() {
         match (o.call, o.ret()) {
-            (Call::Commit { group, topic, queue, offset }, Some(_)) => {
-                let s = Seen { offset: *offset, start: o.start, end: o.end, commit: true, op: i };
-                seen.entry((group, topic, *queue)).or_default().push(s);
-                commits.entry((group, topic, *queue)).or_default().push(i);
+            (Call::Commit { group, topic, queue, offset }, ret) => {
+                if ret.is_some() {
+                    let s = Seen { offset: *offset, start: o.start, end: o.end, commit: true, op: i };
+                    seen.entry((group, topic, *queue)).or_default().push(s);
+                }
+                // A commit whose answer was lost may have taken effect: it
+                // must not skip unprocessed messages either.
+                if o.may_have_happened() {
+                    commits.entry((group, topic, *queue)).or_default().push(i);
+                }
             }
             (Call::FetchOffset { group, topic, queue }, Some(Ret::FetchOffset { offset })) => {
                 let s = Seen { offset: *offset, start: o.start, end: o.end, commit: false, op: i };

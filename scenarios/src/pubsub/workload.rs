@@ -2,6 +2,7 @@
 //! how their steps are recorded.
 
 use super::{Plan, GROUPS, SERVER};
+use crate::kit::{complete, patiently};
 use mqsim_core::broker::log_name;
 use mqsim_core::consumer::client::{self as consumer, Handler, Observer, Step, StepResult};
 use mqsim_core::env::Env;
@@ -126,30 +127,6 @@ pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, group: usize, sto
     consumer::run(env, config, Arc::new(recorder), Arc::new(work), until).await;
 }
 
-/// Retries `f` a few times while it fails, as a patient reader would.
-async fn patiently<T, E, F, Fut>(env: &Env, mut f: F) -> Result<T, E>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    let mut result = f().await;
-    for _ in 0..6 {
-        if result.is_ok() {
-            break;
-        }
-        env.sleep(env.random("pubsub-final").jitter(Duration::from_millis(700))).await;
-        result = f().await;
-    }
-    result
-}
-
-fn complete<T, E: std::fmt::Debug>(env: &Env, world: &World, op: OpId, r: Result<T, E>, ret: impl FnOnce(T) -> Ret) {
-    match r {
-        Ok(v) => world.history.ok(&env.name, op, ret(v)),
-        Err(e) => world.history.info(&env.name, op, e),
-    }
-}
-
 /// The checker node: reads every queue whole from storage (closing the last
 /// owner's ledger by recovery), and every group's durable committed offset.
 pub async fn final_reads(env: Env, world: Arc<World>, plan: Plan) {
@@ -157,13 +134,13 @@ pub async fn final_reads(env: Env, world: Arc<World>, plan: Plan) {
     for queue in 0..plan.queues {
         let log = log_name(&QueueId::new(plan.topic.clone(), queue));
         let op = world.history.invoke(&env.name, Call::ReadQueue { topic: plan.topic.clone(), queue });
-        let read = patiently(&env, || managed::read_whole(&c, &log)).await;
+        let read = patiently(&env, "pubsub-final", || managed::read_whole(&c, &log)).await;
         let read = read.map_err(|e| e.to_string()).and_then(|(_, payloads)| stored(&payloads));
         complete(&env, &world, op, read, |msgs| Ret::ReadQueue { msgs });
         for (group, _) in GROUPS {
             let call = Call::FetchOffset { group: group.into(), topic: plan.topic.clone(), queue };
             let op = world.history.invoke(&env.name, call);
-            let read = patiently(&env, || cursor::read(&c.meta, &log, group)).await;
+            let read = patiently(&env, "pubsub-final", || cursor::read(&c.meta, &log, group)).await;
             complete(&env, &world, op, read, |offset| Ret::FetchOffset { offset });
         }
     }

@@ -213,7 +213,8 @@ impl Script for Routes {
             calm_from: run.phase.as_micros() as u64,
             broker_expiry: BROKER_EXPIRY.as_micros() as u64,
             scan_every: SCAN_EVERY.as_micros() as u64,
-            max_message_delay: 5_000_000,
+            // Delay and reorder rules stack when their windows overlap.
+            max_message_delay: 20_000_000,
         };
         check_routes_alone(&ran.history, &spec)
     }

@@ -300,9 +300,11 @@ pub enum Ret {
     ListLedgers {
         ledgers: Vec<LedgerId>,
     },
-    /// `end`: the log's length when the new owner could write (offsets below it exist).
+    /// `end`: the log's length when the new owner could write (offsets below
+    /// it exist); `ledger`: the ledger it added for its appends.
     OpenLog {
         end: u64,
+        ledger: LedgerId,
     },
     Append {
         offset: u64,
