@@ -49,6 +49,7 @@ probes! {
     // At-most-once RPC.
     RpcDuplicateDropped = "rpc-duplicate-dropped": "a duplicated call was recognised and not executed again",
     RpcCalleeRestarted = "rpc-callee-restarted": "a call reached a restarted callee and ended with an unknown outcome",
+    RpcAnswerForPreviousIncarnation = "rpc-answer-for-previous-incarnation": "an answer to a call of the node's previous incarnation arrived after it restarted and was dropped",
     RpcLateAnswer = "rpc-late-answer": "an answer arrived after its call had given up",
     // Bookie.
     BookieFencedUnseenLedger = "bookie-fenced-unseen-ledger": "a bookie fenced a ledger it held no entry of",

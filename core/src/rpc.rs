@@ -44,10 +44,12 @@ enum Header {
     /// `caller`: the caller's incarnation; `callee`: the callee's, as the
     /// caller knows it (0 before first contact). The body is a request of `service`.
     Call { id: u64, caller: u64, callee: u64, service: u8 },
-    /// The body is the response.
-    Reply { id: u64 },
+    /// The body is the response to call `id` of the caller's incarnation
+    /// `caller` (a restarted caller counts its ids afresh: an answer meant
+    /// for its previous incarnation must not answer its new calls).
+    Reply { id: u64, caller: u64 },
     /// The call was not executed: the callee is now incarnation `callee`.
-    Stale { id: u64, callee: u64 },
+    Stale { id: u64, caller: u64, callee: u64 },
 }
 
 enum Answer {
@@ -109,6 +111,7 @@ pub struct Incoming<P: Protocol> {
     pub kind: Kind,
     pub req: P::Request,
     id: u64,
+    caller: u64,
 }
 
 /// The requests a service receives, in arrival order.
@@ -119,7 +122,7 @@ trait Inbox: Send + Sync {
     /// The kind of the request in `body`; `None` when undecodable.
     fn kind_of(&self, body: &[u8]) -> Option<Kind>;
     /// Decodes `body` and queues it; false when undecodable.
-    fn deliver(&self, from: String, id: u64, body: &[u8]) -> bool;
+    fn deliver(&self, from: String, id: u64, caller: u64, body: &[u8]) -> bool;
 }
 
 struct Queue<P: Protocol>(mpsc::UnboundedSender<Incoming<P>>);
@@ -129,9 +132,9 @@ impl<P: Protocol> Inbox for Queue<P> {
         postcard::from_bytes::<P::Request>(body).ok().map(|req| P::kind(&req))
     }
 
-    fn deliver(&self, from: String, id: u64, body: &[u8]) -> bool {
+    fn deliver(&self, from: String, id: u64, caller: u64, body: &[u8]) -> bool {
         let Ok(req) = postcard::from_bytes::<P::Request>(body) else { return false };
-        let _ = self.0.unbounded_send(Incoming { from, kind: P::kind(&req), req, id });
+        let _ = self.0.unbounded_send(Incoming { from, kind: P::kind(&req), req, id, caller });
         true
     }
 }
@@ -216,21 +219,25 @@ impl Rpc {
                 let Some(inbox) = inbox else { return };
                 if callee != self.incarnation {
                     let Some(kind) = inbox.kind_of(body) else { return };
-                    let frame = encode(&Header::Stale { id, callee: self.incarnation }, &());
+                    let frame = encode(&Header::Stale { id, caller, callee: self.incarnation }, &());
                     return self.net.send(&from, MsgKind { kind, reply: true }, frame).await;
                 }
                 if !self.first_time(&from, caller, id) {
                     return self.events.probe(Probe::RpcDuplicateDropped);
                 }
-                if !inbox.deliver(from, id, body) {
+                if !inbox.deliver(from, id, caller, body) {
                     tracing::warn!(service, "undecodable request dropped");
                 }
             }
-            Header::Reply { id } => {
+            // Meant for this node's previous incarnation: no call of ours waits for it.
+            Header::Reply { caller, .. } | Header::Stale { caller, .. } if caller != self.incarnation => {
+                self.events.probe(Probe::RpcAnswerForPreviousIncarnation);
+            }
+            Header::Reply { id, .. } => {
                 let start = bytes.len() - body.len();
                 self.answer(id, Answer::Reply(bytes, start));
             }
-            Header::Stale { id, callee } => self.answer(id, Answer::Stale(callee)),
+            Header::Stale { id, callee, .. } => self.answer(id, Answer::Stale(callee)),
         }
     }
 
@@ -310,7 +317,7 @@ impl Rpc {
     }
 
     pub async fn reply<P: Protocol>(&self, to: &Incoming<P>, resp: &P::Response) {
-        let frame = encode(&Header::Reply { id: to.id }, resp);
+        let frame = encode(&Header::Reply { id: to.id, caller: to.caller }, resp);
         self.net.send(&to.from, MsgKind { kind: to.kind, reply: true }, frame).await;
     }
 }

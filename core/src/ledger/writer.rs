@@ -187,7 +187,10 @@ impl Actor {
                 self.c.env.probe(Probe::WriterFenced);
                 self.fail(LedgerError::Fenced)
             }
-            _ => self.replace(&bookie, inflight).await,
+            other => {
+                tracing::debug!(%bookie, entry = id, ?other, "add failed: replacing the bookie");
+                self.replace(&bookie, inflight).await
+            }
         }
     }
 
