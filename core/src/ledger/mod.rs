@@ -201,7 +201,10 @@ impl LedgerClient {
         match self.rpc.call::<bookie::Bookie>(bookie, &req, BOOKIE_TIMEOUT).await {
             Ok(bookie::Response::Error(e)) => Err(e),
             Ok(resp) => Ok(resp),
-            Err(_) => Err(BookieError::Fault),
+            Err(e) => {
+                tracing::debug!(%bookie, "no answer: {e}");
+                Err(BookieError::Fault)
+            }
         }
     }
 
