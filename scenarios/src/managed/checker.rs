@@ -282,6 +282,11 @@ fn check_cursor(log: &str, group: &str, of_log: &[&Op], fin: &FinalLog, spec: &S
         }
     }
     commits.sort_by_key(|c| c.0);
+    // The durable cursor at the end is judged below: its read must have ended well.
+    let final_read = |o: &&Op| o.node == spec.checker && matches!(o.ret(), Some(Ret::ReadCursor { .. }));
+    if !ops.iter().any(final_read) {
+        out.add(JUDGED_NOTHING, None, format!("{log}: {group}'s cursor was never read at the end"));
+    }
     for o in &ops {
         let (Call::ReadCursor { .. }, Some(Ret::ReadCursor { offset })) = (o.call, o.ret()) else { continue };
         let before = commits.partition_point(|c| c.0 < o.start);
@@ -501,6 +506,9 @@ mod tests {
     fn missing_or_failed_final_reads_and_empty_runs_fail_the_run() {
         let h = valid();
         flags(check(&h.done(), &spec()), JUDGED_NOTHING, "never read");
+        let mut h = valid();
+        final_log(&mut h, FINE.to_vec(), &["a", "b", "c"]);
+        flags(check(&h.done(), &spec()), JUDGED_NOTHING, "cursor was never read at the end");
         let mut h = valid();
         h.op(CHECKER, 60_000, 60_100, Call::FinalLog { log: "log-0".into() }, End::Info);
         flags(check(&h.done(), &spec()), "L2", "could not be read");
