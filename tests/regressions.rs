@@ -18,6 +18,11 @@
 //!   bits; the last journal record's payload read as damaged, recovery ended
 //!   the log before it, and the next append reused its sequence number, so an
 //!   acknowledged entry was lost on that bookie (L3).
+//! - `managed-ledger-327-writer-starved-its-adds`: after a one-way partition
+//!   of bookies, the ledger writer resent its pending adds during an ensemble
+//!   change but sent them only once it polled them again, after the next
+//!   metadata round trip; they timed out, each timeout changed the ensemble
+//!   again, and the log took no append for the rest of the run (LL).
 
 use mqsim_core::bugs::{Bug, Bugs};
 use mqsim_scenarios::{find, Config, RunSpec};

@@ -10,8 +10,7 @@ use crate::bugs::Bug;
 use crate::env::LedgerEvent;
 use crate::probe::Probe;
 use futures::channel::{mpsc, oneshot};
-use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -34,8 +33,10 @@ pub struct LedgerWriter {
 impl LedgerWriter {
     pub(super) fn start(client: LedgerClient, ledger: LedgerId, meta: LedgerMeta, version: u64) -> LedgerWriter {
         let (tx, rx) = mpsc::unbounded();
+        let (answers, answers_rx) = mpsc::unbounded();
         let actor = Actor {
             c: client,
+            answers,
             ledger,
             meta,
             version,
@@ -45,7 +46,7 @@ impl LedgerWriter {
             failed: None,
             closing: None,
         };
-        madsim::task::spawn(actor.run(rx));
+        madsim::task::spawn(actor.run(rx, answers_rx));
         LedgerWriter { ledger, cmds: tx }
     }
 
@@ -89,6 +90,8 @@ type Answer = (EntryId, String, Result<bookie::Response, BookieError>);
 
 struct Actor {
     c: LedgerClient,
+    /// Where the bookies' answers to adds come back to the actor.
+    answers: mpsc::UnboundedSender<Answer>,
     ledger: LedgerId,
     meta: LedgerMeta,
     version: u64,
@@ -104,8 +107,7 @@ const ENSEMBLE_CHANGE_ATTEMPTS: usize = 10;
 const RETRY: Duration = Duration::from_millis(300);
 
 impl Actor {
-    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
-        let mut inflight: FuturesUnordered<BoxFuture<'static, Answer>> = FuturesUnordered::new();
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, mut answers: mpsc::UnboundedReceiver<Answer>) {
         // Once the handle is gone, the adds already queued still end and are told.
         let mut orphaned = false;
         loop {
@@ -121,11 +123,11 @@ impl Actor {
             // Biased, not `select!`: its random branch order comes from a
             // thread-local generator outside the seed (DESIGN.md section 7).
             futures::select_biased! {
-                (entry, bookie, result) = inflight.select_next_some() => {
-                    self.answer(entry, bookie, result, &mut inflight).await;
+                (entry, bookie, result) = answers.select_next_some() => {
+                    self.answer(entry, bookie, result).await;
                 }
                 cmd = cmds.next() => match cmd {
-                    Some(Cmd::Add(payload, done)) => self.add(payload, done, &mut inflight),
+                    Some(Cmd::Add(payload, done)) => self.add(payload, done),
                     Some(Cmd::Close(done)) => self.closing = Some(done),
                     None => orphaned = true,
                 },
@@ -134,7 +136,7 @@ impl Actor {
         }
     }
 
-    fn add(&mut self, payload: Vec<u8>, done: Done, inflight: &mut FuturesUnordered<BoxFuture<'static, Answer>>) {
+    fn add(&mut self, payload: Vec<u8>, done: Done) {
         if let Some(err) = self.failed.clone().or(self.closing.as_ref().map(|_| LedgerError::Closed)) {
             done(Err(err));
             return;
@@ -143,27 +145,24 @@ impl Actor {
         self.next += 1;
         let entry = Entry::new(self.ledger, id, self.lac, payload);
         for b in self.meta.write_set(id) {
-            inflight.push(self.send(&entry, b));
+            self.send(&entry, b);
         }
         self.pending.insert(id, Pending { entry, acks: BTreeSet::new(), done });
     }
 
-    fn send(&self, entry: &Entry, bookie: String) -> BoxFuture<'static, Answer> {
-        let (c, id) = (self.c.clone(), entry.entry);
+    /// Sends an add to `bookie` now, in a task of its own, so its timeout runs
+    /// from now even while the actor waits on the metadata service (an
+    /// ensemble change); the answer comes back through `answers`.
+    fn send(&self, entry: &Entry, bookie: String) {
+        let (c, id, answers) = (self.c.clone(), entry.entry, self.answers.clone());
         let req = bookie::Request::Add { entry: entry.clone(), recovery: false };
-        Box::pin(async move {
+        madsim::task::spawn(async move {
             let res = c.call(&bookie, req).await;
-            (id, bookie, res)
-        })
+            let _ = answers.unbounded_send((id, bookie, res));
+        });
     }
 
-    async fn answer(
-        &mut self,
-        id: EntryId,
-        bookie: String,
-        result: Result<bookie::Response, BookieError>,
-        inflight: &mut FuturesUnordered<BoxFuture<'static, Answer>>,
-    ) {
+    async fn answer(&mut self, id: EntryId, bookie: String, result: Result<bookie::Response, BookieError>) {
         // An answer from a bookie replaced since is moot.
         if !self.meta.stores(id, &bookie) {
             return;
@@ -174,7 +173,7 @@ impl Actor {
             let failed = !matches!(result, Ok(bookie::Response::Added) | Err(BookieError::Fenced));
             if failed && self.failed.is_none() && self.meta.last_fragment().1.contains(&bookie) {
                 self.c.env.probe(Probe::WriterDelayedWriteFailure);
-                self.replace(&bookie, inflight).await;
+                self.replace(&bookie).await;
             }
             return;
         }
@@ -189,7 +188,7 @@ impl Actor {
             }
             other => {
                 tracing::debug!(%bookie, entry = id, ?other, "add failed: replacing the bookie");
-                self.replace(&bookie, inflight).await
+                self.replace(&bookie).await
             }
         }
     }
@@ -215,7 +214,7 @@ impl Actor {
 
     /// Ensemble change: replace `bookie` in the last ensemble from LAC+1 on,
     /// then resend every pending add to the bookies it now lacks.
-    async fn replace(&mut self, bookie: &str, inflight: &mut FuturesUnordered<BoxFuture<'static, Answer>>) {
+    async fn replace(&mut self, bookie: &str) {
         let ignores_fence = self.c.env.bug(Bug::WriterIgnoresFenced);
         for attempt in 0.. {
             if attempt == ENSEMBLE_CHANGE_ATTEMPTS {
@@ -275,7 +274,7 @@ impl Actor {
             self.c.env.probe(Probe::WriterResentPending);
         }
         for (entry, b) in resend {
-            inflight.push(self.send(&entry, b));
+            self.send(&entry, b);
         }
     }
 
