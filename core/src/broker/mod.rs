@@ -2,6 +2,7 @@
 //! service, keeps each queue as a managed ledger, registers with every
 //! NameServer, and serves sends, pulls and consumer offsets.
 
+pub mod index;
 pub mod proto;
 mod server;
 

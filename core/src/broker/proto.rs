@@ -15,6 +15,9 @@ pub enum Request {
     FetchOffset { group: String, queue: QueueId },
     /// Moves the group's committed offset forward to `offset`, durably.
     Commit { group: String, queue: QueueId, offset: u64 },
+    /// The messages with `key` in the queues of `topic` this broker owns, up
+    /// to `max` of them, never past what is durable (RocketMQ's queryMessage).
+    QueryKey { topic: String, key: String, max: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +32,12 @@ pub enum Response {
     },
     Offset(u64),
     Committed,
+    /// `searched`: the queues whose every message with the key up to their
+    /// durable end at the time of the query is in `found`, as (queue, message).
+    KeyFound {
+        searched: Vec<u32>,
+        found: Vec<(u32, StoredMessage)>,
+    },
     /// This broker does not own the queue: nothing was done; ask the routes again.
     NotOwner,
     /// The request failed here; a send may or may not have been stored.
@@ -41,9 +50,10 @@ pub mod kind {
     pub const PULL: Kind = Kind::new("PullMessage");
     pub const FETCH_OFFSET: Kind = Kind::new("FetchOffset");
     pub const COMMIT: Kind = Kind::new("CommitOffset");
+    pub const QUERY_KEY: Kind = Kind::new("QueryMessage");
 }
 
-pub const KINDS: &[Kind] = &[kind::SEND, kind::PULL, kind::FETCH_OFFSET, kind::COMMIT];
+pub const KINDS: &[Kind] = &[kind::SEND, kind::PULL, kind::FETCH_OFFSET, kind::COMMIT, kind::QUERY_KEY];
 
 /// The broker, as a protocol a node serves.
 pub struct Broker;
@@ -59,6 +69,7 @@ impl crate::rpc::Protocol for Broker {
             Request::Pull { .. } => kind::PULL,
             Request::FetchOffset { .. } => kind::FETCH_OFFSET,
             Request::Commit { .. } => kind::COMMIT,
+            Request::QueryKey { .. } => kind::QUERY_KEY,
         }
     }
 }

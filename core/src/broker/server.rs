@@ -4,6 +4,7 @@
 //! It takes the queues it was chosen for, takes over queues left unowned for
 //! a while (a dead broker's), registers with every NameServer, and serves.
 
+use super::index::KeyIndex;
 use super::proto::{Broker, Request, Response};
 use crate::bugs::Bug;
 use crate::env::Env;
@@ -75,9 +76,22 @@ const NAMESERVER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How soon a registration a NameServer did not acknowledge is sent again.
 const REGISTER_RETRY: Duration = Duration::from_secs(3);
 
+/// A queue this broker owns: its log, and the log's index by key.
+#[derive(Clone)]
+struct Owned {
+    ml: ManagedLedger,
+    index: Arc<Mutex<KeyIndex>>,
+}
+
+impl Owned {
+    fn new(ml: ManagedLedger) -> Owned {
+        Owned { ml, index: Arc::default() }
+    }
+}
+
 #[derive(Default)]
 struct State {
-    owned: BTreeMap<QueueId, ManagedLedger>,
+    owned: BTreeMap<QueueId, Owned>,
     /// Set when ownership changed, so the NameServers hear of it soon.
     changed: bool,
     /// Offsets kept only here (the planted bug `offsets-in-memory`).
@@ -101,9 +115,9 @@ pub async fn serve(env: Env, config: Config) {
     }
 }
 
-/// The queue's log if this broker owns it and the log still takes writes.
-fn owner_of(state: &Shared, q: &QueueId) -> Option<ManagedLedger> {
-    state.lock().expect("broker").owned.get(q).filter(|ml| ml.failed().is_none()).cloned()
+/// The queue if this broker owns it and its log still takes writes.
+fn owner_of(state: &Shared, q: &QueueId) -> Option<Owned> {
+    state.lock().expect("broker").owned.get(q).filter(|o| o.ml.failed().is_none()).cloned()
 }
 
 async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
@@ -112,11 +126,13 @@ async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
         | Request::Pull { queue, .. }
         | Request::FetchOffset { queue, .. }
         | Request::Commit { queue, .. } => queue,
+        Request::QueryKey { topic, key, max } => return query_key(env, state, topic, key, *max).await,
     };
-    let Some(ml) = owner_of(state, queue) else { return Response::NotOwner };
+    let Some(owned) = owner_of(state, queue) else { return Response::NotOwner };
+    let ml = &owned.ml;
     match &inc.req {
-        Request::Send { message, .. } => send(env, &ml, message::encode(message)).await,
-        Request::Pull { offset, max, tags, .. } => pull(&ml, *offset, *max, tags).await,
+        Request::Send { message, .. } => send(env, &owned, message).await,
+        Request::Pull { offset, max, tags, .. } => pull(ml, *offset, *max, tags).await,
         Request::FetchOffset { group, .. } => {
             if env.bug(Bug::OffsetsInMemory) {
                 let s = state.lock().expect("broker");
@@ -139,20 +155,26 @@ async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
                 Err(e) => Response::Failed(e.to_string()),
             }
         }
+        Request::QueryKey { .. } => unreachable!("answered above"),
     }
 }
 
 /// SEND_OK only once Qa bookies stored the message (unless the planted bug
-/// answers as soon as the append is queued).
-async fn send(env: &Env, ml: &ManagedLedger, payload: Vec<u8>) -> Response {
+/// answers as soon as the append is queued). A stored message is indexed by
+/// its keys as the log acknowledges it, in offset order.
+async fn send(env: &Env, owned: &Owned, message: &message::Message) -> Response {
     let (queued_tx, queued_rx) = futures::channel::oneshot::channel();
     let (done_tx, done_rx) = futures::channel::oneshot::channel();
-    ml.append_queued(
-        payload,
+    let (index, keys) = (owned.index.clone(), message.keys.clone());
+    owned.ml.append_queued(
+        message::encode(message),
         move |offset| {
             let _ = queued_tx.send(offset);
         },
         move |r| {
+            if let Ok(offset) = r {
+                index.lock().expect("key index").add(offset, &keys);
+            }
             let _ = done_tx.send(r);
         },
     );
@@ -189,6 +211,56 @@ async fn pull(ml: &ManagedLedger, offset: u64, max: u32, tags: &[String]) -> Res
         next += 1;
     }
     Response::Pulled { msgs, next }
+}
+
+/// The messages with `key` in the queues of `topic` owned here. Each queue's
+/// index is first caught up to the log's durable end by reading the log; a
+/// queue whose log could not be read, or whose matches do not fit in `max`,
+/// is left out of `searched`.
+async fn query_key(env: &Env, state: &Shared, topic: &str, key: &str, max: u32) -> Response {
+    let queues: Vec<(u32, Owned)> = {
+        let s = state.lock().expect("broker");
+        let owned = s.owned.iter().filter(|(q, o)| q.topic == topic && o.ml.failed().is_none());
+        owned.map(|(q, o)| (q.queue, o.clone())).collect()
+    };
+    let (mut searched, mut found) = (Vec::new(), Vec::new());
+    'queues: for (queue, owned) in queues {
+        let end = owned.ml.end();
+        if !catch_up(env, &owned, end).await {
+            continue;
+        }
+        let offsets: Vec<u64> =
+            owned.index.lock().expect("key index").lookup(key).iter().copied().filter(|o| *o < end).collect();
+        if found.len() + offsets.len() > max as usize {
+            continue;
+        }
+        let mut matches = Vec::with_capacity(offsets.len());
+        for offset in offsets {
+            let Some(message) = owned.ml.read(offset).await.ok().and_then(|p| message::decode(&p)) else {
+                continue 'queues;
+            };
+            if message.keys.iter().any(|k| k == key) {
+                matches.push((queue, StoredMessage { offset, message }));
+            }
+        }
+        searched.push(queue);
+        found.extend(matches);
+    }
+    Response::KeyFound { searched, found }
+}
+
+/// Indexes `owned`'s log up to `end`, reading what the index lacks; false
+/// when a read failed.
+async fn catch_up(env: &Env, owned: &Owned, end: u64) -> bool {
+    loop {
+        let next = owned.index.lock().expect("key index").upto();
+        if next >= end {
+            return true;
+        }
+        let Some(message) = owned.ml.read(next).await.ok().and_then(|p| message::decode(&p)) else { return false };
+        env.probe(Probe::BrokerIndexedFromLog);
+        owned.index.lock().expect("key index").add(next, &message.keys);
+    }
 }
 
 /// Takes and keeps queues, one session at a time.
@@ -237,7 +309,7 @@ async fn look_at(
     chosen: bool,
     unowned_since: &mut BTreeMap<QueueId, Duration>,
 ) {
-    let held = state.lock().expect("broker").owned.get(q).map(|ml| ml.failed().is_some());
+    let held = state.lock().expect("broker").owned.get(q).map(|o| o.ml.failed().is_some());
     match held {
         Some(false) => return,
         Some(true) => {
@@ -282,7 +354,7 @@ async fn look_at(
                 env.probe(Probe::BrokerTookOverQueue);
             }
             let mut s = state.lock().expect("broker");
-            s.owned.insert(q.clone(), ml);
+            s.owned.insert(q.clone(), Owned::new(ml));
             s.changed = true;
         }
         Err(_) => session.unlock(&owner_lock(q)).await,

@@ -30,6 +30,19 @@ pub const RETRIES: u32 = 2;
 /// The longest a route query waits for one NameServer before asking the next.
 pub const NAMESERVER_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The most messages one broker returns for a query by key (`maxNum`).
+pub const QUERY_MAX: u32 = 64;
+/// The longest a query by key waits for its broker.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A broker's answer to a query by key: the queues it searched up to their
+/// durable end, and the messages with the key it found there, by queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyAnswer {
+    pub searched: Vec<u32>,
+    pub found: Vec<(u32, crate::message::StoredMessage)>,
+}
+
 /// How a send ended, as the producer's handler learns it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SendOutcome {
@@ -195,6 +208,18 @@ impl Producer {
             tracing::debug!(msg_id = %original_id, ?outcome, "send did not succeed");
         }
         outcome
+    }
+
+    /// Asks `broker` for the messages with `key` in the queues of `topic` it
+    /// owns (RocketMQ's queryMessage goes to every broker of the routes):
+    /// the queues it searched whole, and what it found there.
+    pub async fn query_key_at(&self, broker: &str, topic: &str, key: &str) -> Result<KeyAnswer, String> {
+        let req = broker::Request::QueryKey { topic: topic.to_string(), key: key.to_string(), max: QUERY_MAX };
+        match self.inner.rpc.call::<Broker>(broker, &req, QUERY_TIMEOUT).await {
+            Ok(broker::Response::KeyFound { searched, found }) => Ok(KeyAnswer { searched, found }),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// The routes the producer would use now (after a refresh if stale):

@@ -11,6 +11,9 @@
 //!   highest offset a group received from its queue, of a tag the group
 //!   subscribes to, was never delivered to that group. *unseen*: an acknowledged
 //!   send invoked before the calm phase that a subscribed group never processed.
+//!   *key-query-lost*: a broker's answer to a query by key leaves out, from a
+//!   queue it says it searched, a message with the key that it acknowledged
+//!   before the query began.
 //! - **M2** *nonmonotonic-poll*: offsets of one poll do not increase within
 //!   `[offset, next)`, or a poll starts below the previous poll's `next` while
 //!   the same consumer incarnation held the queue throughout; *poll-skip*: such a
@@ -32,7 +35,9 @@
 //!   message ids, a delivered message not at its offset in the final read (a
 //!   phantom read of an entry that recovery truncated), an acknowledged offset
 //!   holding another message, a final read whose offsets are not dense from 0
-//!   or that holds a message no send wrote.
+//!   or that holds a message no send wrote; *key-query-phantom*: a query by
+//!   key found a message that is not at that offset in the final read, or one
+//!   sent without the key.
 //! - **M7** *G1a*: the message of a send that certainly failed is delivered or
 //!   in the final read.
 //! - **R1** *stale-route*: a NameServer lists a broker whose last registration
@@ -359,6 +364,7 @@ pub fn check(history: &[Record], spec: &Spec) -> Checked {
     check_sends(&run, &sends, &mut found);
     check_polls(&run, &sends, &mut found, &mut duplicates);
     check_offsets(&run, &mut found);
+    check_key_queries(&run, &sends, &mut found);
     check_routes(history, &run, &mut found);
     Checked { violations: found.violations(), duplicates }
 }
@@ -435,6 +441,72 @@ fn check_stored(run: &Run, sends: &Sends, found: &mut Found, dup: &mut Duplicate
         }
     }
     dup.producer_retry = copies.values().map(|c| c - 1).sum();
+}
+
+/// Queries by key, each the answer of one broker: every message found is at
+/// its offset in the final read and was sent with the key (M6); every queue the
+/// broker searched gave every send with the key that this broker acknowledged
+/// before the query began (M1). A broker's own acknowledged message is
+/// durable, so whatever log of the queue it holds now (the same, or one it
+/// opened since by recovering the last owner's) has it.
+fn check_key_queries(run: &Run, sends: &Sends, found: &mut Found) {
+    let ops = &run.ops;
+    for q in ops {
+        let (Call::QueryKey { broker, topic, key }, Some(Ret::QueryKey { searched, found: got })) = (q.call, q.ret())
+        else {
+            continue;
+        };
+        for f in got {
+            let stored = run.finals.get(&(topic.as_str(), f.queue)).and_then(|m| m.get(&f.offset));
+            if stored.is_none_or(|m| m.msg_id != f.msg_id) {
+                let now = stored.map_or("nothing".to_string(), |m| m.msg_id.clone());
+                let detail = format!(
+                    "{} found {} at {topic}/q{} offset {}, but the final read holds {now} there",
+                    q.describe(),
+                    f.msg_id,
+                    f.queue,
+                    f.offset
+                );
+                found.add("M6", "key-query-phantom", Some(q), detail);
+                continue;
+            }
+            let keys_of = |&i: &usize| match ops[i].call {
+                Call::Send { keys, .. } => keys.as_slice(),
+                _ => &[],
+            };
+            let sent = sends.by_id.get(f.msg_id.as_str()).map(|ids| ids.iter().map(keys_of).collect::<Vec<_>>());
+            if let Some(keys) = sent.filter(|keys| !keys.iter().any(|k| k.contains(key))) {
+                let detail = format!(
+                    "{} found {} for key {key:?}, but it was sent with keys {:?}",
+                    q.describe(),
+                    f.msg_id,
+                    keys[0]
+                );
+                found.add("M6", "key-query-phantom", Some(q), detail);
+            }
+        }
+        let got: BTreeSet<(u32, u64)> = got.iter().map(|f| (f.queue, f.offset)).collect();
+        for s in ops.iter().filter(|s| s.end < q.start) {
+            let (Call::Send { topic: t, keys, msg_id, .. }, Some(Ret::Send { broker: b, queue, offset })) =
+                (s.call, s.ret())
+            else {
+                continue;
+            };
+            if b == broker
+                && t == topic
+                && keys.contains(key)
+                && searched.contains(queue)
+                && !got.contains(&(*queue, *offset))
+            {
+                let detail = format!(
+                    "{} searched {topic}/q{queue} but did not find {msg_id}, which it acknowledged at offset {offset} ({}) before the query began",
+                    q.describe(),
+                    s.describe()
+                );
+                found.add("M1", "key-query-lost", Some(q), detail);
+            }
+        }
+    }
 }
 
 /// (completion, offset, op) of an acknowledged send.
@@ -1465,6 +1537,89 @@ mod tests {
         let mut h = mini();
         mini_final(&mut h, &[(2, "ghost", "a")]);
         flags(h, &spec(1), "M6", "inconsistent-offsets");
+    }
+
+    /// A send of `id` with key `key` (tag "a").
+    fn send_keyed(h: &mut History, t: u64, id: &str, key: &str, end: End) {
+        let call = Call::Send {
+            topic: T.into(),
+            tag: "a".into(),
+            keys: vec![key.into()],
+            shard: None,
+            msg_id: id.into(),
+            body: body(id),
+        };
+        h.op(P, t, t + 5, call, end);
+    }
+
+    /// `broker`'s answer to a query by `key`: the queues it searched, and (queue, offset, msg_id) found.
+    fn query(h: &mut History, t: u64, broker: &str, key: &str, searched: &[u32], got: &[(u32, u64, &str)]) {
+        let call = Call::QueryKey { broker: broker.into(), topic: T.into(), key: key.into() };
+        let found = got
+            .iter()
+            .map(|&(queue, offset, id)| mqsim_sim::history::Found { queue, offset, msg_id: id.into() })
+            .collect();
+        h.op(P1, t, t + 2, call, End::Ok(Ret::QueryKey { searched: searched.to_vec(), found }));
+    }
+
+    /// Two keyed sends acknowledged by broker-0 at queue 0, a third in flight.
+    fn keyed() -> History {
+        let mut h = History::default();
+        send_keyed(&mut h, 10, "m1", "k", at(0, 0));
+        send_keyed(&mut h, 30, "m2", "k", at(0, 1));
+        send_keyed(&mut h, 50, "m3", "k", at(0, 2));
+        h
+    }
+
+    /// No group subscribes, so only the sends and queries are judged.
+    fn keyed_spec() -> Spec {
+        Spec { subscriptions: vec![], ..spec(1) }
+    }
+
+    fn keyed_final(h: &mut History) {
+        finals(h, vec![stored(&[(0, "m1", "a"), (1, "m2", "a"), (2, "m3", "a")])]);
+    }
+
+    #[test]
+    fn queries_by_key_that_find_what_their_broker_acknowledged_pass() {
+        let mut h = keyed();
+        // m3's send is still in flight when this query begins: it may be left out.
+        query(&mut h, 52, "broker-0", "k", &[0], &[(0, 0, "m1"), (0, 1, "m2")]);
+        query(&mut h, 60, "broker-0", "k", &[0], &[(0, 0, "m1"), (0, 1, "m2"), (0, 2, "m3")]);
+        // Queue 0 not searched (its log unreadable), or searched by a broker
+        // that acknowledged none of them (it may lag as a zombie): no finding.
+        query(&mut h, 70, "broker-0", "k", &[], &[]);
+        query(&mut h, 70, "broker-1", "k", &[0], &[(0, 1, "m2")]);
+        query(&mut h, 80, "broker-0", "other", &[0], &[]);
+        keyed_final(&mut h);
+        let checked = check(&h.done(), &keyed_spec());
+        assert_eq!(checked, Checked::default());
+    }
+
+    #[test]
+    fn m1_key_query_lost_an_acknowledged_message() {
+        let mut h = keyed();
+        query(&mut h, 60, "broker-0", "k", &[0], &[(0, 0, "m1"), (0, 2, "m3")]);
+        keyed_final(&mut h);
+        let checked = flags(h, &keyed_spec(), "M1", "key-query-lost");
+        assert_eq!(anomalies(&checked), vec![("M1", "key-query-lost".to_string())]);
+        assert!(checked.violations[0].detail.contains("m2"));
+    }
+
+    #[test]
+    fn m6_key_query_phantom() {
+        // A message that is not at that offset in the end (a truncated entry).
+        let mut h = keyed();
+        query(&mut h, 60, "broker-0", "k", &[0], &[(0, 0, "m1"), (0, 1, "m2"), (0, 2, "m3"), (0, 3, "m4")]);
+        keyed_final(&mut h);
+        let checked = flags(h, &keyed_spec(), "M6", "key-query-phantom");
+        assert_eq!(anomalies(&checked), vec![("M6", "key-query-phantom".to_string())]);
+        // A message sent with other keys.
+        let mut h = keyed();
+        query(&mut h, 60, "broker-0", "j", &[0], &[(0, 1, "m2")]);
+        keyed_final(&mut h);
+        let checked = flags(h, &keyed_spec(), "M6", "key-query-phantom");
+        assert!(checked.violations[0].detail.contains("sent with keys"));
     }
 
     #[test]

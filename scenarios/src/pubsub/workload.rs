@@ -10,7 +10,7 @@ use mqsim_core::ledger::LedgerClient;
 use mqsim_core::managed::{self, cursor};
 use mqsim_core::message::{self, Message, QueueId, StoredMessage};
 use mqsim_core::producer::{Producer, SendOutcome};
-use mqsim_sim::history::{Call, OpId, Polled, Ret, Stored};
+use mqsim_sim::history::{Call, Found, OpId, Polled, Ret, Stored};
 use mqsim_sim::World;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +38,7 @@ pub async fn producer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, m
             body: body.clone(),
         };
         let op = world.history.invoke(&env.name, call);
-        let message = Message { msg_id, topic: plan.topic.clone(), tag, keys, body: body.into_bytes() };
+        let message = Message { msg_id, topic: plan.topic.clone(), tag, keys: keys.clone(), body: body.into_bytes() };
         match producer.send(message, None).await {
             SendOutcome::Ok { broker, queue, offset } => {
                 world.history.ok(&env.name, op, Ret::Send { broker, queue: queue.queue, offset })
@@ -46,7 +46,36 @@ pub async fn producer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, m
             SendOutcome::Failed(e) => world.history.fail(&env.name, op, e),
             SendOutcome::Unknown(e) => world.history.info(&env.name, op, e),
         }
+        if random.range(0..QUERY_ONE_IN) == 0 {
+            query_key(&env, &world, &producer, &plan.topic, &keys[0]).await;
+        }
         env.sleep(random.duration(Duration::from_millis(60), Duration::from_millis(300))).await;
+    }
+}
+
+/// A producer queries by key after about one send in this many.
+const QUERY_ONE_IN: usize = 8;
+
+/// Queries every broker of the routes for `key`, one recorded operation each.
+async fn query_key(env: &Env, world: &World, producer: &Producer, topic: &str, key: &str) {
+    let Some(routes) = producer.routes(topic).await else { return };
+    let mut brokers: Vec<String> = routes.into_iter().map(|(broker, _)| broker).collect();
+    brokers.dedup();
+    for broker in brokers {
+        let call = Call::QueryKey { broker: broker.clone(), topic: topic.to_string(), key: key.to_string() };
+        let op = world.history.invoke(&env.name, call);
+        let answer = producer.query_key_at(&broker, topic, key).await.map(|a| Ret::QueryKey {
+            searched: a.searched,
+            found: a
+                .found
+                .into_iter()
+                .map(|(queue, m)| Found { queue, offset: m.offset, msg_id: m.message.msg_id })
+                .collect(),
+        });
+        match answer {
+            Ok(ret) => world.history.ok(&env.name, op, ret),
+            Err(e) => world.history.info(&env.name, op, e),
+        }
     }
 }
 

@@ -170,7 +170,9 @@ pub enum Call {
         queue: u32,
         offset: u64,
     },
+    /// Asks one broker for the messages with `key` in its queues of `topic`.
     QueryKey {
+        broker: String,
         topic: String,
         key: String,
     },
@@ -203,6 +205,14 @@ pub struct Polled {
     pub offset: u64,
     pub msg_id: String,
     pub tag: String,
+}
+
+/// One message a query by key found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Found {
+    pub queue: u32,
+    pub offset: u64,
+    pub msg_id: String,
 }
 
 /// One message of a queue as it is stored.
@@ -345,8 +355,10 @@ pub enum Ret {
     },
     Process,
     Commit,
+    /// The queues the broker searched up to their durable end, and what it found there.
     QueryKey {
-        msg_ids: Vec<String>,
+        searched: Vec<u32>,
+        found: Vec<Found>,
     },
     ReadQueue {
         msgs: Vec<Stored>,
