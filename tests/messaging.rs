@@ -71,5 +71,6 @@ fn every_planted_messaging_bug_is_caught() {
     caught("pubsub", Bug::ConsumerCommitBeforeProcess, 10, &["M1", "M5"]);
     caught("pubsub", Bug::OffsetsInMemory, 10, &["M1", "M5"]);
     caught("pubsub", Bug::ProducerRetryNewId, 10, &["M3"]);
+    caught("pubsub", Bug::IndexSkipsTakenOverLog, 10, &["M1"]);
     caught("routes", Bug::NameserverNeverExpires, 10, &["R1"]);
 }

@@ -35,6 +35,8 @@ pub enum Bug {
     OffsetsInMemory,
     /// A producer retry gets a new message id.
     ProducerRetryNewId,
+    /// A broker that takes a queue over indexes keys only of what it stores from then on.
+    IndexSkipsTakenOverLog,
 }
 
 impl Bug {
@@ -53,6 +55,7 @@ impl Bug {
         Bug::ConsumerCommitBeforeProcess,
         Bug::OffsetsInMemory,
         Bug::ProducerRetryNewId,
+        Bug::IndexSkipsTakenOverLog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +74,7 @@ impl Bug {
             Bug::ConsumerCommitBeforeProcess => "consumer-commit-before-process",
             Bug::OffsetsInMemory => "offsets-in-memory",
             Bug::ProducerRetryNewId => "producer-retry-new-id",
+            Bug::IndexSkipsTakenOverLog => "index-skips-taken-over-log",
         }
     }
 
@@ -98,6 +102,7 @@ impl Bug {
             Bug::ConsumerCommitBeforeProcess => "a consumer commits the offset after what it pulled, before processing it",
             Bug::OffsetsInMemory => "a broker keeps consumer offsets only in memory; a takeover loses them",
             Bug::ProducerRetryNewId => "a producer retry of a send gets a new message id",
+            Bug::IndexSkipsTakenOverLog => "a broker that opens a queue's log starts its key index at the log's end, so a query by key misses what was stored before",
         }
     }
 

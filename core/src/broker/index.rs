@@ -13,6 +13,12 @@ pub struct KeyIndex {
 }
 
 impl KeyIndex {
+    /// An index that takes `upto` as already indexed (the planted bug
+    /// `index-skips-taken-over-log` starts a taken-over log's index at its end).
+    pub fn starting_at(upto: u64) -> KeyIndex {
+        KeyIndex { upto, offsets: BTreeMap::new() }
+    }
+
     /// The first offset not indexed yet.
     pub fn upto(&self) -> u64 {
         self.upto

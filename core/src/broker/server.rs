@@ -84,8 +84,11 @@ struct Owned {
 }
 
 impl Owned {
-    fn new(ml: ManagedLedger) -> Owned {
-        Owned { ml, index: Arc::default() }
+    /// A log just opened, with an empty index that queries catch up from the
+    /// log (unless the planted bug takes the log as indexed already).
+    fn new(env: &Env, ml: ManagedLedger) -> Owned {
+        let upto = if env.bug(Bug::IndexSkipsTakenOverLog) { ml.end() } else { 0 };
+        Owned { ml, index: Arc::new(Mutex::new(KeyIndex::starting_at(upto))) }
     }
 }
 
@@ -354,7 +357,7 @@ async fn look_at(
                 env.probe(Probe::BrokerTookOverQueue);
             }
             let mut s = state.lock().expect("broker");
-            s.owned.insert(q.clone(), Owned::new(ml));
+            s.owned.insert(q.clone(), Owned::new(env, ml));
             s.changed = true;
         }
         Err(_) => session.unlock(&owner_lock(q)).await,

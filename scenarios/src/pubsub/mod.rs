@@ -229,6 +229,7 @@ impl Script for PubSub {
             Bug::ConsumerCommitBeforeProcess,
             Bug::OffsetsInMemory,
             Bug::ProducerRetryNewId,
+            Bug::IndexSkipsTakenOverLog,
         ]
     }
 
