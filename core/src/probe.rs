@@ -95,7 +95,7 @@ probes! {
     ManagedLostOwnership = "managed-lost-ownership": "an owner's compare-and-set of the ledger list failed: another owner has the log",
     // Broker.
     BrokerTookOverQueue = "broker-took-over-queue": "a broker took over a queue it was not chosen for, left unowned by another",
-    BrokerIndexedFromLog = "broker-indexed-from-log": "a query by key caught a queue's key index up by reading the log (a log the broker opened, not one it wrote all of)",
+    KeyIndexReadFromLog = "key-index-read-from-log": "a query by key caught a queue's key index up by reading the log (a log the broker opened, not one it wrote all of)",
     // NameServer.
     NameserverIgnoredOlderRegistration = "nameserver-ignored-older-registration": "a broker's registration arrived after a newer one and was ignored",
     NameserverExpiredBroker = "nameserver-expired-broker": "a NameServer dropped a broker whose registrations stopped",

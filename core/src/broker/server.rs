@@ -261,7 +261,7 @@ async fn catch_up(env: &Env, owned: &Owned, end: u64) -> bool {
             return true;
         }
         let Some(message) = owned.ml.read(next).await.ok().and_then(|p| message::decode(&p)) else { return false };
-        env.probe(Probe::BrokerIndexedFromLog);
+        env.probe(Probe::KeyIndexReadFromLog);
         owned.index.lock().expect("key index").add(next, &message.keys);
     }
 }

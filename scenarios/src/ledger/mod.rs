@@ -426,6 +426,10 @@ impl Script for LedgerRepair {
         REPAIR_END
     }
 
+    fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
+        crate::probes_of(&["meta", "wal", "rpc", "bookie", "writer", "recovery", "auditor", "replication"])
+    }
+
     fn check(run: &Run<RepairPlan>, ran: &Ran, _schedule: &Schedule, journals: Self::Final) -> Vec<Violation> {
         let registered = checker::registered_at_end(&ran.history);
         let fin = Final::from_journals(&journals, Some(registered), true, micros(run.phase), micros(REPAIR_END));

@@ -234,7 +234,7 @@ impl Script for PubSub {
     }
 
     fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
-        crate::probes_of(&["broker", "producer", "consumer", "managed"])
+        crate::probes_of(&["broker", "producer", "consumer", "managed", "key-index"])
     }
 }
 
