@@ -4,6 +4,11 @@
 //! `cargo run --release --example throughput -- [SCENARIO] [SEEDS] [FIRST]`
 
 use mqsim_scenarios::{find, RunSpec};
+
+/// Simulations allocate many small, short-lived objects (messages, futures,
+/// timers); mimalloc handles that faster than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 fn main() {

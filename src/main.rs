@@ -2,6 +2,11 @@
 //! campaigns; replay and shrink case files; merge shard reports.
 
 mod campaign;
+
+/// Simulations allocate many small, short-lived objects (messages, futures,
+/// timers); mimalloc handles that faster than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod case;
 mod exec;
 mod hunt;
