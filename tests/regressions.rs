@@ -9,9 +9,10 @@
 //!   truncated acknowledged entries (L1).
 //! - `ledger-repair-175`: the recoverer took a failed listing of the ledgers
 //!   for "nothing open" and left a ledger IN_RECOVERY for good (LL).
-//! - `ledger-fencing-60-recovery-reads-no-fence`: the shrunk three-action
-//!   story of the planted bug (a fence request lost, late adds to that
-//!   bookie, early fencing): L1.
+//! - `ledger-fencing-60-recovery-reads-no-fence` and
+//!   `ledger-fencing-21-recovery-reads-no-fence` (the README's, with this
+//!   build): the shrunk three-action story of the planted bug (a fence
+//!   request lost, late adds to that bookie, early fencing): L1.
 //! - `meta-2-meta-ack-before-fsync`: the planted bug's shrunk case: disk
 //!   errors on the service while it answers before its fsync: K1.
 //! - `ledger-fencing-858`: a bookie restarted while reads of its disk flipped
