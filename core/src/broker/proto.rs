@@ -32,10 +32,11 @@ pub enum Response {
     },
     Offset(u64),
     Committed,
-    /// `searched`: the queues whose every message with the key up to their
-    /// durable end at the time of the query is in `found`, as (queue, message).
+    /// `searched`: the queues, each with its durable end at the time of the
+    /// query, whose every message with the key below that end is in `found`,
+    /// as (queue, message).
     KeyFound {
-        searched: Vec<u32>,
+        searched: Vec<(u32, u64)>,
         found: Vec<(u32, StoredMessage)>,
     },
     /// This broker does not own the queue: nothing was done; ask the routes again.

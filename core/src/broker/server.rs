@@ -246,7 +246,7 @@ async fn query_key(env: &Env, state: &Shared, topic: &str, key: &str, max: u32) 
                 matches.push((queue, StoredMessage { offset, message }));
             }
         }
-        searched.push(queue);
+        searched.push((queue, end));
         found.extend(matches);
     }
     Response::KeyFound { searched, found }

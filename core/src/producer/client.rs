@@ -35,11 +35,12 @@ pub const QUERY_MAX: u32 = 64;
 /// The longest a query by key waits for its broker.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A broker's answer to a query by key: the queues it searched up to their
-/// durable end, and the messages with the key it found there, by queue.
+/// A broker's answer to a query by key: the queues it searched, each up to
+/// its durable end then, as (queue, end), and the messages with the key it
+/// found there, by queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyAnswer {
-    pub searched: Vec<u32>,
+    pub searched: Vec<(u32, u64)>,
     pub found: Vec<(u32, crate::message::StoredMessage)>,
 }
 

@@ -11,9 +11,9 @@
 //!   highest offset a group received from its queue, of a tag the group
 //!   subscribes to, was never delivered to that group. *unseen*: an acknowledged
 //!   send invoked before the calm phase that a subscribed group never processed.
-//!   *key-query-lost*: a broker's answer to a query by key leaves out, from a
-//!   queue it says it searched, a message with the key that it acknowledged
-//!   before the query began.
+//!   *key-query-lost*: a broker's answer to a query by key leaves out an
+//!   acknowledged send with the key from a queue it searched, though the send's
+//!   offset is below the end it searched to.
 //! - **M2** *nonmonotonic-poll*: offsets of one poll do not increase within
 //!   `[offset, next)`, or a poll starts below the previous poll's `next` while
 //!   the same consumer incarnation held the queue throughout; *poll-skip*: such a
@@ -444,15 +444,24 @@ fn check_stored(run: &Run, sends: &Sends, found: &mut Found, dup: &mut Duplicate
 }
 
 /// Queries by key, each the answer of one broker: every message found is at
-/// its offset in the final read and was sent with the key (M6); every queue the
-/// broker searched gave every send with the key that this broker acknowledged
-/// before the query began (M1). A broker's own acknowledged message is
-/// durable, so whatever log of the queue it holds now (the same, or one it
-/// opened since by recovering the last owner's) has it.
+/// its offset in the final read and was sent with the key (M6); every queue
+/// the broker searched gave every acknowledged send with the key whose offset
+/// is below the end the broker searched to (M1), whichever broker acknowledged
+/// it and whenever. Offsets below a log's durable end are settled: that prefix
+/// is the same in every owner's log and in the final read.
 fn check_key_queries(run: &Run, sends: &Sends, found: &mut Found) {
     let ops = &run.ops;
+    // (topic, key) → the acknowledged sends with that key: (queue, offset, op).
+    let mut keyed: BTreeMap<(&str, &str), Vec<(u32, u64, &Op)>> = BTreeMap::new();
+    for s in ops {
+        if let (Call::Send { topic, keys, .. }, Some(Ret::Send { queue, offset, .. })) = (s.call, s.ret()) {
+            for key in keys {
+                keyed.entry((topic, key)).or_default().push((*queue, *offset, s));
+            }
+        }
+    }
     for q in ops {
-        let (Call::QueryKey { broker, topic, key }, Some(Ret::QueryKey { searched, found: got })) = (q.call, q.ret())
+        let (Call::QueryKey { topic, key, .. }, Some(Ret::QueryKey { searched, found: got })) = (q.call, q.ret())
         else {
             continue;
         };
@@ -486,20 +495,13 @@ fn check_key_queries(run: &Run, sends: &Sends, found: &mut Found) {
             }
         }
         let got: BTreeSet<(u32, u64)> = got.iter().map(|f| (f.queue, f.offset)).collect();
-        for s in ops.iter().filter(|s| s.end < q.start) {
-            let (Call::Send { topic: t, keys, msg_id, .. }, Some(Ret::Send { broker: b, queue, offset })) =
-                (s.call, s.ret())
-            else {
-                continue;
-            };
-            if b == broker
-                && t == topic
-                && keys.contains(key)
-                && searched.contains(queue)
-                && !got.contains(&(*queue, *offset))
-            {
+        let ends: BTreeMap<u32, u64> = searched.iter().map(|s| (s.queue, s.end)).collect();
+        for &(queue, offset, s) in keyed.get(&(topic.as_str(), key.as_str())).into_iter().flatten() {
+            let Some(&end) = ends.get(&queue).filter(|&&end| offset < end) else { continue };
+            if !got.contains(&(queue, offset)) {
+                let Call::Send { msg_id, .. } = s.call else { continue };
                 let detail = format!(
-                    "{} searched {topic}/q{queue} but did not find {msg_id}, which it acknowledged at offset {offset} ({}) before the query began",
+                    "{} searched {topic}/q{queue} below offset {end} but did not find {msg_id}, acknowledged at offset {offset} ({})",
                     q.describe(),
                     s.describe()
                 );
@@ -1552,17 +1554,19 @@ mod tests {
         h.op(P, t, t + 5, call, end);
     }
 
-    /// `broker`'s answer to a query by `key`: the queues it searched, and (queue, offset, msg_id) found.
-    fn query(h: &mut History, t: u64, broker: &str, key: &str, searched: &[u32], got: &[(u32, u64, &str)]) {
+    /// `broker`'s answer to a query by `key`: the queues it searched as
+    /// (queue, end), and what it found as (queue, offset, msg_id).
+    fn query(h: &mut History, t: u64, broker: &str, key: &str, searched: &[(u32, u64)], got: &[(u32, u64, &str)]) {
         let call = Call::QueryKey { broker: broker.into(), topic: T.into(), key: key.into() };
         let found = got
             .iter()
             .map(|&(queue, offset, id)| mqsim_sim::history::Found { queue, offset, msg_id: id.into() })
             .collect();
-        h.op(P1, t, t + 2, call, End::Ok(Ret::QueryKey { searched: searched.to_vec(), found }));
+        let searched = searched.iter().map(|&(queue, end)| mqsim_sim::history::Searched { queue, end }).collect();
+        h.op(P1, t, t + 2, call, End::Ok(Ret::QueryKey { searched, found }));
     }
 
-    /// Two keyed sends acknowledged by broker-0 at queue 0, a third in flight.
+    /// Three keyed sends, acknowledged by broker-0 at queue 0 offsets 0–2.
     fn keyed() -> History {
         let mut h = History::default();
         send_keyed(&mut h, 10, "m1", "k", at(0, 0));
@@ -1581,16 +1585,15 @@ mod tests {
     }
 
     #[test]
-    fn queries_by_key_that_find_what_their_broker_acknowledged_pass() {
+    fn queries_by_key_that_find_everything_below_the_end_they_searched_pass() {
         let mut h = keyed();
-        // m3's send is still in flight when this query begins: it may be left out.
-        query(&mut h, 52, "broker-0", "k", &[0], &[(0, 0, "m1"), (0, 1, "m2")]);
-        query(&mut h, 60, "broker-0", "k", &[0], &[(0, 0, "m1"), (0, 1, "m2"), (0, 2, "m3")]);
-        // Queue 0 not searched (its log unreadable), or searched by a broker
-        // that acknowledged none of them (it may lag as a zombie): no finding.
+        // A broker that searched queue 0 below offset 2 (a zombie, or before
+        // m3 was stored) owes m1 and m2 only, whoever acknowledged them.
+        query(&mut h, 20, "broker-1", "k", &[(0, 2)], &[(0, 0, "m1"), (0, 1, "m2")]);
+        query(&mut h, 60, "broker-0", "k", &[(0, 3)], &[(0, 0, "m1"), (0, 1, "m2"), (0, 2, "m3")]);
+        // Queue 0 not searched (its log unreadable, or too many matches): no finding.
         query(&mut h, 70, "broker-0", "k", &[], &[]);
-        query(&mut h, 70, "broker-1", "k", &[0], &[(0, 1, "m2")]);
-        query(&mut h, 80, "broker-0", "other", &[0], &[]);
+        query(&mut h, 80, "broker-0", "other", &[(0, 3)], &[]);
         keyed_final(&mut h);
         let checked = check(&h.done(), &keyed_spec());
         assert_eq!(checked, Checked::default());
@@ -1599,7 +1602,8 @@ mod tests {
     #[test]
     fn m1_key_query_lost_an_acknowledged_message() {
         let mut h = keyed();
-        query(&mut h, 60, "broker-0", "k", &[0], &[(0, 0, "m1"), (0, 2, "m3")]);
+        // broker-1 acknowledged none of them, but searched past all three.
+        query(&mut h, 60, "broker-1", "k", &[(0, 3)], &[(0, 0, "m1"), (0, 2, "m3")]);
         keyed_final(&mut h);
         let checked = flags(h, &keyed_spec(), "M1", "key-query-lost");
         assert_eq!(anomalies(&checked), vec![("M1", "key-query-lost".to_string())]);
@@ -1610,13 +1614,13 @@ mod tests {
     fn m6_key_query_phantom() {
         // A message that is not at that offset in the end (a truncated entry).
         let mut h = keyed();
-        query(&mut h, 60, "broker-0", "k", &[0], &[(0, 0, "m1"), (0, 1, "m2"), (0, 2, "m3"), (0, 3, "m4")]);
+        query(&mut h, 60, "broker-0", "k", &[(0, 4)], &[(0, 0, "m1"), (0, 1, "m2"), (0, 2, "m3"), (0, 3, "m4")]);
         keyed_final(&mut h);
         let checked = flags(h, &keyed_spec(), "M6", "key-query-phantom");
         assert_eq!(anomalies(&checked), vec![("M6", "key-query-phantom".to_string())]);
         // A message sent with other keys.
         let mut h = keyed();
-        query(&mut h, 60, "broker-0", "j", &[0], &[(0, 1, "m2")]);
+        query(&mut h, 60, "broker-0", "j", &[(0, 3)], &[(0, 1, "m2")]);
         keyed_final(&mut h);
         let checked = flags(h, &keyed_spec(), "M6", "key-query-phantom");
         assert!(checked.violations[0].detail.contains("sent with keys"));

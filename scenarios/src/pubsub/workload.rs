@@ -10,7 +10,7 @@ use mqsim_core::ledger::LedgerClient;
 use mqsim_core::managed::{self, cursor};
 use mqsim_core::message::{self, Message, QueueId, StoredMessage};
 use mqsim_core::producer::{Producer, SendOutcome};
-use mqsim_sim::history::{Call, Found, OpId, Polled, Ret, Stored};
+use mqsim_sim::history::{Call, Found, OpId, Polled, Ret, Searched, Stored};
 use mqsim_sim::World;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +65,7 @@ async fn query_key(env: &Env, world: &World, producer: &Producer, topic: &str, k
         let call = Call::QueryKey { broker: broker.clone(), topic: topic.to_string(), key: key.to_string() };
         let op = world.history.invoke(&env.name, call);
         let answer = producer.query_key_at(&broker, topic, key).await.map(|a| Ret::QueryKey {
-            searched: a.searched,
+            searched: a.searched.into_iter().map(|(queue, end)| Searched { queue, end }).collect(),
             found: a
                 .found
                 .into_iter()

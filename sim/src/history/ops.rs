@@ -207,6 +207,13 @@ pub struct Polled {
     pub tag: String,
 }
 
+/// A queue a query by key searched, below offset `end` (its durable end then).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Searched {
+    pub queue: u32,
+    pub end: u64,
+}
+
 /// One message a query by key found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Found {
@@ -355,9 +362,9 @@ pub enum Ret {
     },
     Process,
     Commit,
-    /// The queues the broker searched up to their durable end, and what it found there.
+    /// The queues the broker searched, each up to its durable end then, and what it found there.
     QueryKey {
-        searched: Vec<u32>,
+        searched: Vec<Searched>,
         found: Vec<Found>,
     },
     ReadQueue {
