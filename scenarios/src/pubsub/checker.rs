@@ -449,10 +449,12 @@ fn check_stored(run: &Run, sends: &Sends, found: &mut Found, dup: &mut Duplicate
 /// is below the end the broker searched to (M1), whichever broker acknowledged
 /// it and whenever. Offsets below a log's durable end are settled: that prefix
 /// is the same in every owner's log and in the final read.
+/// An acknowledged send with a given key: its queue, offset and operation.
+type KeyedAck<'r, 'a> = (u32, u64, &'r Op<'a>);
+
 fn check_key_queries(run: &Run, sends: &Sends, found: &mut Found) {
     let ops = &run.ops;
-    // (topic, key) → the acknowledged sends with that key: (queue, offset, op).
-    let mut keyed: BTreeMap<(&str, &str), Vec<(u32, u64, &Op)>> = BTreeMap::new();
+    let mut keyed: BTreeMap<(&str, &str), Vec<KeyedAck>> = BTreeMap::new();
     for s in ops {
         if let (Call::Send { topic, keys, .. }, Some(Ret::Send { queue, offset, .. })) = (s.call, s.ret()) {
             for key in keys {
