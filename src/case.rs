@@ -226,14 +226,20 @@ impl Case {
         let Some(scenario) = mqsim_scenarios::find(&case.scenario) else {
             return Err(BadInput(format!("{shown}: unknown scenario '{}'", case.scenario)));
         };
-        let spec = RunSpec {
-            seed: case.seed,
-            bugs: parse_bugs(&case.bugs)?,
-            config: case.config.clone(),
-            schedule: Some(case.schedule.clone()),
-        };
+        let spec = case.spec()?;
         mqsim_scenarios::validate(scenario, &spec).map_err(|e| BadInput(format!("{shown}: {e}")))?;
         Ok(case)
+    }
+
+    /// The run this case records (without a message trace).
+    pub fn spec(&self) -> Result<RunSpec, BadInput> {
+        Ok(RunSpec {
+            seed: self.seed,
+            bugs: parse_bugs(&self.bugs)?,
+            config: self.config.clone(),
+            schedule: Some(self.schedule.clone()),
+            trace: false,
+        })
     }
 
     /// Writes the case as pretty JSON, atomically.

@@ -9,6 +9,7 @@
 //! the child exits rather than spin on without a watchdog.
 
 use crate::case::{parse_bugs, Digest, Verdict};
+use crate::page::Timeline;
 use crate::BadInput;
 use mqsim_scenarios::{Config, Outcome, RunSpec, Scenario, Stats};
 use mqsim_sim::Schedule;
@@ -40,6 +41,19 @@ pub struct Outputs {
     pub openchaos: Option<PathBuf>,
     /// Write them only when the run did not pass.
     pub only_on_failure: bool,
+    /// Keep the message trace even without a timeline, into the history file.
+    #[serde(default)]
+    pub trace: bool,
+    /// The one thread (`ledger 34`) the timeline's focused view shows.
+    #[serde(default)]
+    pub follow: Option<String>,
+}
+
+impl Outputs {
+    /// Whether the run must keep a message trace: a timeline draws it, and `--trace` asks for it.
+    pub fn wants_trace(&self) -> bool {
+        self.trace || self.timeline.is_some()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -178,7 +192,13 @@ pub fn child_main() -> ExitCode {
         Ok(bugs) => bugs,
         Err(BadInput(msg)) => return bad(&msg),
     };
-    let spec = RunSpec { seed: job.seed, bugs, config: job.config.clone(), schedule: job.schedule.clone() };
+    let spec = RunSpec {
+        seed: job.seed,
+        bugs,
+        config: job.config.clone(),
+        schedule: job.schedule.clone(),
+        trace: job.outputs.wants_trace(),
+    };
     let spec = match catch(|| scenario.resolve(&spec)) {
         Ok(spec) => spec,
         Err(verdict) => {
@@ -218,21 +238,37 @@ pub fn write_outputs(
     outcome: &Outcome,
     verdict: &Verdict,
 ) -> Result<(), BadInput> {
+    // The history as recorded, with the message trace merged in when the run kept one.
+    let traced;
+    let records = if outcome.trace.is_empty() {
+        &outcome.history
+    } else {
+        traced = mqsim_sim::history::with_trace(&outcome.history, outcome.trace.clone());
+        &traced
+    };
     if let Some(path) = &outputs.history {
-        crate::write_atomically(path, &mqsim_sim::history::to_jsonl(&outcome.history))?;
+        crate::write_atomically(path, &mqsim_sim::history::to_jsonl(records))?;
     }
     if let Some(path) = &outputs.timeline {
         let title = crate::case::title(scenario, spec.seed, &crate::case::bug_names(spec.bugs));
-        let title = format!("{title}: {}", verdict.line());
         let line = verdict.line();
-        let mark = match verdict {
-            Verdict::Fail { op, .. } => Some(crate::timeline::Mark { label: &line, op: *op }),
+        let violating_op = match verdict {
+            Verdict::Fail { op, .. } => *op,
             _ => None,
         };
         let lanes = mqsim_scenarios::find(scenario).map(|s| s.lanes(spec)).unwrap_or_default();
-        let end = outcome.stats.sim_ms * 1000;
-        let svg = crate::timeline::render(&title, &outcome.history, &lanes, end, mark.as_ref());
-        crate::write_atomically(path, &svg)?;
+        let timeline = Timeline {
+            title: &title,
+            verdict: &line,
+            records,
+            lanes: &lanes,
+            end_us: outcome.stats.sim_ms * 1000,
+            violating_op,
+            follow: outputs.follow.as_deref(),
+        };
+        for (path, text) in crate::page::files(path, &timeline) {
+            crate::write_atomically(&path, &text)?;
+        }
     }
     if let Some(path) = &outputs.openchaos {
         let text = crate::openchaos::export(&outcome.history).map_err(BadInput)?;

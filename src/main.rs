@@ -9,10 +9,14 @@ mod campaign;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod case;
 mod exec;
+mod explain;
 mod hunt;
 mod openchaos;
+mod page;
 mod report;
 mod shrink;
+mod spacetime;
+mod story;
 mod timeline;
 
 use case::{Case, Verdict};
@@ -105,6 +109,14 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Tell the story of a case: the failure window as numbered lines (time,
+    /// node, what happened), ending with the invariant it breaks.
+    Explain {
+        case: PathBuf,
+        /// Follow this thread instead of the violation's own: `ledger=34`, `key=k7`, `msg=<id>`, `queue=<topic>/<n>`.
+        #[arg(long)]
+        follow: Option<String>,
+    },
     /// Minimize a failing case while the same invariant keeps failing.
     Shrink {
         case: PathBuf,
@@ -139,6 +151,13 @@ struct OutputArgs {
     /// Write the client operations in OpenMessaging-Chaos history format.
     #[arg(long)]
     export_openchaos: Option<PathBuf>,
+    /// Record every message of the run into the history file (a timeline always draws them).
+    #[arg(long)]
+    trace: bool,
+    /// Show only what concerns one thread in the timeline's focused view:
+    /// `ledger=34`, `key=k7`, `msg=<id>` or `queue=<topic>/<n>`.
+    #[arg(long)]
+    follow: Option<String>,
 }
 
 impl OutputArgs {
@@ -147,8 +166,9 @@ impl OutputArgs {
         for path in [&self.history, &self.timeline, &self.export_openchaos].into_iter().flatten() {
             check_writable(path)?;
         }
-        let OutputArgs { history, timeline, export_openchaos } = self;
-        Ok(exec::Outputs { history, timeline, openchaos: export_openchaos, only_on_failure: false })
+        let follow = self.follow.as_deref().map(story::parse_thread).transpose().map_err(BadInput)?;
+        let OutputArgs { history, timeline, export_openchaos, trace, .. } = self;
+        Ok(exec::Outputs { history, timeline, openchaos: export_openchaos, only_on_failure: false, trace, follow })
     }
 }
 
@@ -192,6 +212,7 @@ fn main() -> ExitCode {
         }
         Command::Hunt { bug, seeds, jobs, out, timeout } => hunt(&bug, &seeds, jobs, &out, timeout),
         Command::Replay { case, outputs, timeout } => replay(&case, outputs, timeout),
+        Command::Explain { case, follow } => explain::command(&case, follow.as_deref()),
         Command::Shrink { case, out, max_runs, timeout } => shrink(&case, out, max_runs, timeout),
         Command::Report { command: ReportCommand::Merge { dirs, out } } => merge(&dirs, &out),
         Command::Exec => return exec::child_main(),

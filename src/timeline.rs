@@ -36,7 +36,14 @@ const MIN_BAR: f64 = 0.8;
 /// Renders the run as a standalone SVG document (no external resources, no scripts).
 /// `lanes`: the scenario's nodes in the order to draw them (its topology's
 /// roles); any other node follows, by name.
-pub fn render(title: &str, records: &[Record], lanes: &[String], end_us: u64, mark: Option<&Mark>) -> String {
+pub fn render(
+    title: &str,
+    records: &[Record],
+    lanes: &[String],
+    end_us: u64,
+    mark: Option<&Mark>,
+    window: Option<(u64, u64)>,
+) -> String {
     let end = records.iter().map(|r| r.t).max().unwrap_or(0).max(end_us).max(1);
     let x = |t: u64| LEFT + t.min(end) as f64 * (WIDTH - LEFT - RIGHT) / end as f64;
 
@@ -225,6 +232,21 @@ pub fn render(title: &str, records: &[Record], lanes: &[String], end_us: u64, ma
         s.push_str("</g>\n");
     }
 
+    // The focused view's window, outlined across the lanes.
+    if let Some((from, to)) = window {
+        let (x0, x1) = (x(from), x(to));
+        let _ = writeln!(
+            s,
+            "<rect class=\"window\" x=\"{:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#d62728\" \
+             fill-opacity=\".06\" stroke=\"#d62728\" stroke-dasharray=\"4 2\"><title>the focused view: {}–{}</title></rect>",
+            x0 - 2.0,
+            x1 - x0 + 4.0,
+            bottom - top,
+            secs(from),
+            secs(to)
+        );
+    }
+
     // The violation: a red line at the violating invocation and a red box around
     // its bar, on top of everything; or a red banner when there is no such operation.
     let marked = mark.and_then(|m| m.op).and_then(|id| ops.iter().position(|o| o.id == id));
@@ -272,7 +294,7 @@ struct Shade<'a> {
 }
 
 /// What kind of fault this is, as `mqsim list` names it; message rules by their effect.
-fn fault_colour(kind: &str) -> &'static str {
+pub(crate) fn fault_colour(kind: &str) -> &'static str {
     match kind {
         "crash" => "#333",
         "pause" => "#9467bd",
@@ -429,7 +451,7 @@ fn fields(r: &Record) -> String {
 }
 
 /// `v` as a compact JSON object without the fields `skip`; "" when none are left.
-fn json_fields(v: &impl serde::Serialize, skip: &[&str]) -> String {
+pub(crate) fn json_fields(v: &impl serde::Serialize, skip: &[&str]) -> String {
     match serde_json::to_value(v) {
         Ok(Value::Object(m)) => {
             let rest: Map<String, Value> = m.into_iter().filter(|(k, _)| !skip.contains(&k.as_str())).collect();
@@ -444,7 +466,7 @@ fn json_fields(v: &impl serde::Serialize, skip: &[&str]) -> String {
     }
 }
 
-fn clip(mut s: String) -> String {
+pub(crate) fn clip(mut s: String) -> String {
     if let Some((i, _)) = s.char_indices().nth(MAX_TITLE) {
         s.truncate(i);
         s.push('…');
@@ -453,12 +475,12 @@ fn clip(mut s: String) -> String {
 }
 
 /// Simulated time as seconds with microsecond precision, the way checkers print it.
-fn secs(us: u64) -> String {
+pub(crate) fn secs(us: u64) -> String {
     format!("{}.{:06}s", us / 1_000_000, us % 1_000_000)
 }
 
 /// A round tick interval giving at most about 16 ticks.
-fn tick_step(end: u64) -> u64 {
+pub(crate) fn tick_step(end: u64) -> u64 {
     let mut unit = 1u64;
     loop {
         for m in [1, 2, 5] {
@@ -471,14 +493,14 @@ fn tick_step(end: u64) -> u64 {
 }
 
 /// A tick label in seconds, with only as many decimals as the step needs.
-fn tick_label(t: u64, step: u64) -> String {
+pub(crate) fn tick_label(t: u64, step: u64) -> String {
     let decimals = (0..6).find(|&d| step.is_multiple_of(10u64.pow(6 - d))).unwrap_or(6);
     format!("{:.*}s", decimals as usize, t as f64 / 1e6)
 }
 
 /// Escapes text for XML content and attribute values, and drops the control
 /// characters XML 1.0 cannot carry at all.
-struct Esc<'a>(&'a str);
+pub(crate) struct Esc<'a>(pub &'a str);
 
 impl fmt::Display for Esc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -537,7 +559,8 @@ mod tests {
     #[test]
     fn escapes_text() {
         assert_eq!(Esc("a<b>&\"c'\u{1}").to_string(), "a&lt;b&gt;&amp;&quot;c&apos;\u{fffd}");
-        let svg = render("t <&> \"x\"", &sample(), &[], 10_000, Some(&Mark { label: "L1: <bad> & worse", op: None }));
+        let svg =
+            render("t <&> \"x\"", &sample(), &[], 10_000, Some(&Mark { label: "L1: <bad> & worse", op: None }), None);
         assert!(svg.contains("t &lt;&amp;&gt; &quot;x&quot;"));
         assert!(svg.contains("L1: &lt;bad&gt; &amp; worse"));
         assert!(svg.contains("a&lt;b&amp;c"));
@@ -547,16 +570,16 @@ mod tests {
     #[test]
     fn orders_lanes_and_shades_faults_on_their_lanes() {
         let lanes = ["meta-0", "bookie-1", "writer-0"].map(String::from);
-        let svg = render("t", &sample(), &lanes, 10_000, None);
+        let svg = render("t", &sample(), &lanes, 10_000, None, None);
         let pos = |s: &str| svg.find(s).unwrap_or_else(|| panic!("{s} missing"));
         // Network first (a rule naming no node), then the scenario's lanes in order.
         assert!(pos(">(network)<") < pos(">meta-0<"));
         assert!(pos(">meta-0<") < pos(">bookie-1<") && pos(">bookie-1<") < pos(">writer-0<"));
         // The other way round when the topology says so.
         let reversed = ["writer-0", "bookie-1", "meta-0"].map(String::from);
-        let svg = render("t", &sample(), &reversed, 10_000, None);
+        let svg = render("t", &sample(), &reversed, 10_000, None, None);
         assert!(svg.find(">writer-0<").unwrap() < svg.find(">meta-0<").unwrap());
-        let svg = render("t", &sample(), &lanes, 10_000, None);
+        let svg = render("t", &sample(), &lanes, 10_000, None, None);
         let pos = |s: &str| svg.find(s).unwrap_or_else(|| panic!("{s} missing"));
         // The isolation shades exactly one lane, the one bookie-1's name is centred on.
         let attr = |s: &str, name: &str| -> f64 {
@@ -580,13 +603,13 @@ mod tests {
     #[test]
     fn marks_the_violating_op_and_is_deterministic() {
         let mark = Mark { label: "L1: entry 0 lost", op: Some(1) };
-        let svg = render("t", &sample(), &[], 10_000, Some(&mark));
+        let svg = render("t", &sample(), &[], 10_000, Some(&mark), None);
         assert!(svg.contains("fill=\"none\" stroke=\"#e00\" stroke-width=\"2\""), "red box around op 1");
         assert!(svg.contains("class=\"m\"") && svg.contains("L1: entry 0 lost"));
         assert!(!svg.contains("fill=\"#c00\""), "no banner when the op is found");
         assert!(svg.contains("class=\"pend\""), "op 2 never completed");
         assert!(svg.contains("class=\"e-fenced\"") && svg.contains("class=\"e-session_expired\""));
-        assert_eq!(svg, render("t", &sample(), &[], 10_000, Some(&mark)));
+        assert_eq!(svg, render("t", &sample(), &[], 10_000, Some(&mark), None));
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn spec_of(case: &Value) -> RunSpec {
         bugs,
         config: serde_json::from_value::<Config>(case["config"].clone()).unwrap(),
         schedule: Some(serde_json::from_value::<Schedule>(case["schedule"].clone()).unwrap()),
+        trace: false,
     }
 }
 

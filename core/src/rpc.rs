@@ -52,6 +52,27 @@ enum Header {
     Stale { id: u64, caller: u64, callee: u64 },
 }
 
+/// A frame as a message trace shows it: its header, and the body's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// Call `id` of caller incarnation `caller` to service `service`.
+    Call { id: u64, caller: u64, service: u8, body: &'a [u8] },
+    /// The answer to that call.
+    Reply { id: u64, caller: u64, body: &'a [u8] },
+    /// The call was not executed: the callee restarted as incarnation `callee`.
+    Stale { id: u64, caller: u64, callee: u64 },
+}
+
+/// Reads a frame's header, for message traces; `None` when it is not a frame.
+pub fn frame(bytes: &[u8]) -> Option<Frame<'_>> {
+    let (header, body) = postcard::take_from_bytes::<Header>(bytes).ok()?;
+    Some(match header {
+        Header::Call { id, caller, service, .. } => Frame::Call { id, caller, service, body },
+        Header::Reply { id, caller } => Frame::Reply { id, caller, body },
+        Header::Stale { id, caller, callee } => Frame::Stale { id, caller, callee },
+    })
+}
+
 enum Answer {
     /// The frame's bytes and where the response's body starts.
     Reply(Vec<u8>, usize),

@@ -282,7 +282,11 @@ impl<S: Script> Scenario for Kit<S> {
         let run = self.run_of(spec);
         let schedule = self.schedule(spec, &run);
         let (for_world, run_schedule) = (run.clone(), schedule.clone());
+        let trace = spec.trace;
         let (ran, fin) = world::run(spec.seed, spec.bugs, |w| async move {
+            if trace {
+                w.trace_messages();
+            }
             S::start(&w, &for_world);
             w.spawn_nemesis(run_schedule);
             let fin = S::drive(w.clone(), for_world).await;

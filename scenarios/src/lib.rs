@@ -12,6 +12,7 @@ pub mod selftest;
 use mqsim_core::bugs::Bugs;
 use mqsim_core::probe::Probe;
 use mqsim_sim::nemesis::Signal;
+use mqsim_sim::trace::Message;
 use mqsim_sim::{Fault, Record, Schedule};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,6 +28,9 @@ pub struct RunSpec {
     pub config: Config,
     /// The fault schedule to execute; drawn from the seed when `None`.
     pub schedule: Option<Schedule>,
+    /// Keep a trace of every message (for timelines and `explain`); the
+    /// history is the same either way.
+    pub trace: bool,
 }
 
 /// The size of a run, as a shrinker turns it down: the scenario's knobs
@@ -102,11 +106,18 @@ pub struct Ran {
     pub history: Vec<Record>,
     pub probes: BTreeMap<String, u64>,
     pub counters: mqsim_sim::Counters,
+    /// The message trace, when the run kept one: (send time, sender, message).
+    pub trace: Vec<(u64, String, Message)>,
 }
 
 impl Ran {
     pub fn of(world: &mqsim_sim::World) -> Ran {
-        Ran { history: world.history.take(), probes: world.history.probe_counts(), counters: world.counters() }
+        Ran {
+            history: world.history.take(),
+            probes: world.history.probe_counts(),
+            counters: world.counters(),
+            trace: world.network.take_trace(),
+        }
     }
 }
 
@@ -115,6 +126,8 @@ pub struct Outcome {
     pub history: Vec<Record>,
     pub schedule: Schedule,
     pub stats: Stats,
+    /// The message trace, when the run kept one (see [`RunSpec::trace`]).
+    pub trace: Vec<(u64, String, Message)>,
 }
 
 impl Outcome {
@@ -128,7 +141,7 @@ impl Outcome {
             counters: run.counters,
             peak_rss_kib: 0,
         };
-        Outcome { violations, history: run.history, schedule, stats }
+        Outcome { violations, history: run.history, schedule, stats, trace: run.trace }
     }
 }
 

@@ -138,7 +138,8 @@ pub fn ops(history: &[Record]) -> Result<Vec<Op<'_>>, Violation> {
             Body::Ok { id, ret } => (*id, Outcome::Ok(ret)),
             Body::Fail { id, error } => (*id, Outcome::Fail(error)),
             Body::Info { id, error } => (*id, Outcome::Info(error)),
-            Body::Fault(_) | Body::Event(_) | Body::Probe { .. } => continue,
+            // Not operations: what the nemesis, the nodes and (in a traced run) the network did.
+            Body::Fault(_) | Body::Event(_) | Body::Probe { .. } | Body::Message(_) => continue,
         };
         let Some(&at) = index.get(&id) else {
             return Err(unreadable(i, r, &format!("completes operation {id}, which was never invoked")));

@@ -8,6 +8,7 @@ pub mod history;
 pub mod log;
 pub mod nemesis;
 pub mod net;
+pub mod trace;
 pub mod world;
 
 pub use counters::Counters;

@@ -2,8 +2,10 @@
 //! network, with partitions (symmetric and one-way) and per-kind rules that
 //! drop, delay, duplicate or reorder messages by source, destination and kind.
 
+use crate::trace::{Lost, Message, Tracer};
 use futures::future::BoxFuture;
 use madsim::net::Endpoint;
+use madsim::time::Instant;
 use mqsim_core::env::{Kind, MsgKind, Transport};
 use mqsim_core::random::Random;
 use rand::Rng;
@@ -66,6 +68,15 @@ impl FilterRule {
 pub struct Block {
     pub from: BTreeSet<String>,
     pub to: BTreeSet<String>,
+    /// The schedule action this partition belongs to.
+    pub action: usize,
+}
+
+/// What the transport hands madsim: a message's bytes, with its sequence
+/// number for the trace (numbered whether or not a trace is kept).
+struct Datagram {
+    seq: u64,
+    bytes: Vec<u8>,
 }
 
 /// Counters of what the network did, for reports.
@@ -92,16 +103,22 @@ struct State {
     addrs: BTreeMap<String, SocketAddr>,
     names: BTreeMap<IpAddr, String>,
     blocks: Vec<Block>,
-    rules: Vec<FilterRule>,
+    /// Message rules in force, each with its schedule action.
+    rules: Vec<(usize, FilterRule)>,
     /// The run's seed; each sender's fault draws come from its own stream of it.
     seed: u64,
     rngs: BTreeMap<String, Random>,
     stats: NetStats,
+    /// Messages sent so far.
+    sent: u64,
+    /// The message trace and the run's start, when asked for.
+    trace: Option<(Instant, Tracer)>,
 }
 
 impl State {
-    fn blocked(&self, from: &str, to: &str) -> bool {
-        self.blocks.iter().any(|b| b.from.contains(from) && b.to.contains(to))
+    /// The action of the partition that cuts `from` off from `to`, if any.
+    fn blocked(&self, from: &str, to: &str) -> Option<usize> {
+        self.blocks.iter().find(|b| b.from.contains(from) && b.to.contains(to)).map(|b| b.action)
     }
 }
 
@@ -116,6 +133,8 @@ impl Network {
                 seed,
                 rngs: BTreeMap::new(),
                 stats: NetStats::default(),
+                sent: 0,
+                trace: None,
             }),
         }
     }
@@ -130,8 +149,20 @@ impl Network {
         st.names.insert(ip, name.to_string());
     }
 
+    /// Keeps a trace of every message from now on; `start` is the run's start.
+    pub fn trace(&self, start: Instant) {
+        let mut st = self.lock();
+        let first = st.sent + 1;
+        st.trace = Some((start, Tracer::new(first)));
+    }
+
+    /// The trace kept so far, taken out: (send time, sender, message) in send order.
+    pub fn take_trace(&self) -> Vec<(u64, String, Message)> {
+        self.lock().trace.take().map(|(_, tracer)| tracer.finish()).unwrap_or_default()
+    }
+
     /// Replaces the partitions and rules in force.
-    pub fn set_faults(&self, blocks: Vec<Block>, rules: Vec<FilterRule>) {
+    pub fn set_faults(&self, blocks: Vec<Block>, rules: Vec<(usize, FilterRule)>) {
         let mut st = self.lock();
         st.blocks = blocks;
         st.rules = rules;
@@ -141,62 +172,97 @@ impl Network {
         self.lock().stats.clone()
     }
 
-    /// When (after how long) each copy of a message is handed to madsim; empty when lost.
-    fn plan(&self, from: &str, to: &str, kind: MsgKind, bytes: u64) -> (Option<SocketAddr>, Vec<Duration>) {
+    /// The sequence number of a message, and when (after how long) each of
+    /// its copies is handed to madsim; no copies when it is lost.
+    fn plan(&self, from: &str, to: &str, kind: MsgKind, bytes: &[u8]) -> (u64, Option<SocketAddr>, Vec<Duration>) {
         let mut st = self.lock();
+        st.sent += 1;
         st.stats.sent += 1;
-        st.stats.bytes += bytes;
-        let Some(addr) = st.addrs.get(to).copied() else { return (None, vec![]) };
-        if st.blocked(from, to) {
-            st.stats.blocked += 1;
-            return (None, vec![]);
+        st.stats.bytes += bytes.len() as u64;
+        let seq = st.sent;
+        let (addr, fate) = match st.addrs.get(to).copied() {
+            None => (None, Err(None)),
+            Some(addr) => match st.blocked(from, to) {
+                Some(action) => {
+                    st.stats.blocked += 1;
+                    (Some(addr), Err(Some(("partition", action))))
+                }
+                None => (Some(addr), st.apply_rules(from, to, kind)),
+            },
+        };
+        if let Some((start, tracer)) = &mut st.trace {
+            let t = Instant::now().duration_since(*start).as_micros() as u64;
+            let (copies, delayed_ms, lost) = match &fate {
+                Ok(copies) => (copies.len(), copies[0].as_millis() as u64, None),
+                Err(why) => {
+                    let (by, action) = why.map_or(("no such node", None), |(by, a)| (by, Some(a)));
+                    (1, 0, Some(Lost { at: Some(t), by: by.into(), action }))
+                }
+            };
+            let reply = kind.reply;
+            tracer.sent(seq, t, from, to, kind.kind.name(), reply, bytes, copies, delayed_ms, lost);
         }
+        match fate {
+            Ok(copies) => (seq, addr, copies),
+            Err(_) => (seq, None, vec![]),
+        }
+    }
+}
+
+impl State {
+    /// What the message rules in force do to one message: its copies'
+    /// delays, or the action of the rule that dropped it.
+    fn apply_rules(
+        &mut self,
+        from: &str,
+        to: &str,
+        kind: MsgKind,
+    ) -> Result<Vec<Duration>, Option<(&'static str, usize)>> {
         let copies = vec![Duration::ZERO];
-        let State { rules, rngs, seed, stats, .. } = &mut *st;
-        let mut matching = rules.iter().filter(|r| r.matches(from, to, kind)).peekable();
+        let State { rules, rngs, seed, stats, .. } = self;
+        let mut matching = rules.iter().filter(|(_, r)| r.matches(from, to, kind)).peekable();
         if matching.peek().is_none() {
-            return (Some(addr), copies);
+            return Ok(copies);
         }
         let random = rngs.entry(from.to_string()).or_insert_with(|| Random::derived(*seed, &format!("network/{from}")));
-        random
-            .with(|rng| Network::apply(matching, rng, stats, copies))
-            .map_or((None, vec![]), |copies| (Some(addr), copies))
+        random.with(|rng| apply(matching, rng, stats, copies)).map_err(|action| Some(("drop rule", action)))
     }
+}
 
-    /// What the matching rules do to one message: its copies' delays, or `None` when lost.
-    fn apply<'a>(
-        rules: impl Iterator<Item = &'a FilterRule>,
-        rng: &mut ChaCha8Rng,
-        stats: &mut NetStats,
-        mut copies: Vec<Duration>,
-    ) -> Option<Vec<Duration>> {
-        for rule in rules {
-            match rule.effect {
-                Effect::Drop { percent } => {
-                    if rng.gen_range(0..100) < percent {
-                        stats.dropped += 1;
-                        return None;
-                    }
-                }
-                Effect::Delay { ms } => {
-                    stats.delayed += 1;
-                    copies.iter_mut().for_each(|d| *d += Duration::from_millis(ms));
-                }
-                Effect::Duplicate { percent } => {
-                    if rng.gen_range(0..100) < percent {
-                        stats.duplicated += 1;
-                        let extra = copies[0] + Duration::from_millis(rng.gen_range(0..50));
-                        copies.push(extra);
-                    }
-                }
-                Effect::Reorder { max_ms } => {
-                    stats.delayed += 1;
-                    copies.iter_mut().for_each(|d| *d += Duration::from_millis(rng.gen_range(0..=max_ms)));
+/// What the matching rules do to one message: its copies' delays, or the
+/// action of the rule that dropped it.
+fn apply<'a>(
+    rules: impl Iterator<Item = &'a (usize, FilterRule)>,
+    rng: &mut ChaCha8Rng,
+    stats: &mut NetStats,
+    mut copies: Vec<Duration>,
+) -> Result<Vec<Duration>, usize> {
+    for (action, rule) in rules {
+        match rule.effect {
+            Effect::Drop { percent } => {
+                if rng.gen_range(0..100) < percent {
+                    stats.dropped += 1;
+                    return Err(*action);
                 }
             }
+            Effect::Delay { ms } => {
+                stats.delayed += 1;
+                copies.iter_mut().for_each(|d| *d += Duration::from_millis(ms));
+            }
+            Effect::Duplicate { percent } => {
+                if rng.gen_range(0..100) < percent {
+                    stats.duplicated += 1;
+                    let extra = copies[0] + Duration::from_millis(rng.gen_range(0..50));
+                    copies.push(extra);
+                }
+            }
+            Effect::Reorder { max_ms } => {
+                stats.delayed += 1;
+                copies.iter_mut().for_each(|d| *d += Duration::from_millis(rng.gen_range(0..=max_ms)));
+            }
         }
-        Some(copies)
     }
+    Ok(copies)
 }
 
 /// One node's transport. Created inside the node, so it dies with it.
@@ -212,16 +278,26 @@ impl SimTransport {
         SimTransport { name: name.to_string(), endpoint, network }
     }
 
-    /// The sender's name of a datagram that arrived from `from`, or `None`
+    /// The sender's name of message `seq` that arrived from `from`, or `None`
     /// when it is lost: a partition that began while it was in flight also loses it.
-    fn admit(&self, from: SocketAddr) -> Option<String> {
+    fn admit(&self, from: SocketAddr, seq: u64) -> Option<String> {
         let mut st = self.network.lock();
         let sender = st.names.get(&from.ip())?;
-        if st.blocked(sender, &self.name) {
+        let blocked = st.blocked(sender, &self.name);
+        let sender = sender.clone();
+        if let Some((start, tracer)) = &mut st.trace {
+            let t = Instant::now().duration_since(*start).as_micros() as u64;
+            match blocked {
+                Some(action) => {
+                    tracer.lost(seq, Lost { at: Some(t), by: "partition in flight".into(), action: Some(action) })
+                }
+                None => tracer.received(seq, t),
+            }
+        }
+        if blocked.is_some() {
             st.stats.blocked += 1;
             return None;
         }
-        let sender = sender.clone();
         st.stats.delivered += 1;
         Some(sender)
     }
@@ -229,7 +305,7 @@ impl SimTransport {
 
 impl Transport for SimTransport {
     fn send(&self, to: &str, kind: MsgKind, bytes: Vec<u8>) -> BoxFuture<'_, ()> {
-        let (addr, copies) = self.network.plan(&self.name, to, kind, bytes.len() as u64);
+        let (seq, addr, copies) = self.network.plan(&self.name, to, kind, &bytes);
         Box::pin(async move {
             let Some(addr) = addr else { return };
             let last = copies.len().saturating_sub(1);
@@ -237,7 +313,7 @@ impl Transport for SimTransport {
             for (i, delay) in copies.into_iter().enumerate() {
                 // The last copy takes the bytes; only duplicates are cloned.
                 let copy = if i == last { bytes.take().unwrap_or_default() } else { bytes.clone().unwrap_or_default() };
-                let payload = Box::new(copy);
+                let payload = Box::new(Datagram { seq, bytes: copy });
                 if delay.is_zero() {
                     let _ = self.endpoint.send_to_raw(addr, TAG, payload).await;
                 } else {
@@ -260,9 +336,9 @@ impl Transport for SimTransport {
                     // The endpoint is gone only because the node is going away.
                     return futures::future::pending().await;
                 };
-                let Ok(bytes) = payload.downcast::<Vec<u8>>() else { continue };
-                if let Some(sender) = self.admit(from) {
-                    return (sender, *bytes);
+                let Ok(datagram) = payload.downcast::<Datagram>() else { continue };
+                if let Some(sender) = self.admit(from, datagram.seq) {
+                    return (sender, datagram.bytes);
                 }
             }
         })

@@ -107,6 +107,11 @@ impl World {
         world
     }
 
+    /// Keeps a trace of every message from now on (see [`crate::trace`]).
+    pub fn trace_messages(&self) {
+        self.network.trace(self.start);
+    }
+
     fn nodes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Node>> {
         self.nodes.lock().expect("world nodes")
     }
@@ -347,15 +352,15 @@ impl World {
         for (i, f) in &active {
             match f {
                 Fault::Partition { a, b } => {
-                    blocks.push(Block { from: set(a), to: set(b) });
-                    blocks.push(Block { from: set(b), to: set(a) });
+                    blocks.push(Block { from: set(a), to: set(b), action: *i });
+                    blocks.push(Block { from: set(b), to: set(a), action: *i });
                 }
-                Fault::OneWay { from, to } => blocks.push(Block { from: set(from), to: set(to) }),
+                Fault::OneWay { from, to } => blocks.push(Block { from: set(from), to: set(to), action: *i }),
                 Fault::Isolate { node } => {
-                    blocks.push(Block { from: one(node), to: all.clone() });
-                    blocks.push(Block { from: all.clone(), to: one(node) });
+                    blocks.push(Block { from: one(node), to: all.clone(), action: *i });
+                    blocks.push(Block { from: all.clone(), to: one(node), action: *i });
                 }
-                Fault::Filter { rule } => rules.push(rule.clone()),
+                Fault::Filter { rule } => rules.push((*i, rule.clone())),
                 Fault::DiskReadFlips { node, per_mille } => {
                     let d = disks.entry(node).or_default();
                     d.read_flip_per_mille = d.read_flip_per_mille.max(*per_mille);

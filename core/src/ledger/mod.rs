@@ -91,6 +91,11 @@ pub fn path(ledger: LedgerId) -> String {
     format!("{LEDGERS}/L{ledger:010}")
 }
 
+/// The ledger metadata stored at a ledger's path, or `None` when the bytes are not one.
+pub fn decode_meta(bytes: &[u8]) -> Option<LedgerMeta> {
+    postcard::from_bytes(bytes).ok()
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
     #[error("ledger fenced by recovery")]
@@ -134,7 +139,7 @@ impl LedgerClient {
     pub async fn read_meta(&self, ledger: LedgerId) -> Result<(LedgerMeta, u64), LedgerError> {
         match self.meta.get(&path(ledger)).await {
             Ok(Some((bytes, stat))) => {
-                let meta = postcard::from_bytes(&bytes).map_err(|_| LedgerError::Meta)?;
+                let meta = decode_meta(&bytes).ok_or(LedgerError::Meta)?;
                 Ok((meta, stat.version))
             }
             Ok(None) => Err(LedgerError::NoSuchLedger),

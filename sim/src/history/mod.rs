@@ -10,6 +10,7 @@ pub use ops::{Call, Found, Polled, QueueRef, Ret, Route, Searched, Segment, Stor
 
 use crate::disk::CrashLoss;
 use crate::nemesis::Fault;
+use crate::trace::Message;
 use madsim::time::Instant;
 use mqsim_core::env::{Event, EventSink};
 use mqsim_core::probe::Probe;
@@ -59,6 +60,8 @@ pub enum Body {
     Probe {
         probe: Probe,
     },
+    /// The node sent this message (only in a run with its message trace on).
+    Message(Message),
 }
 
 /// What the nemesis did.
@@ -105,6 +108,7 @@ pub enum Kind {
     Fault,
     Event,
     Probe,
+    Message,
 }
 
 impl Record {
@@ -117,6 +121,7 @@ impl Record {
             Body::Fault(_) => Kind::Fault,
             Body::Event(_) => Kind::Event,
             Body::Probe { .. } => Kind::Probe,
+            Body::Message(_) => Kind::Message,
         }
     }
 
@@ -228,6 +233,25 @@ impl History {
     pub fn take(&self) -> Vec<Record> {
         std::mem::take(&mut self.lock().records)
     }
+}
+
+/// The history with the message trace merged in by time: a message is
+/// placed after every record of the same or an earlier time.
+pub fn with_trace(records: &[Record], trace: Vec<(u64, String, Message)>) -> Vec<Record> {
+    let mut out = Vec::with_capacity(records.len() + trace.len());
+    let mut messages = trace.into_iter().peekable();
+    for r in records {
+        while let Some((t, ..)) = messages.peek() {
+            if *t >= r.t {
+                break;
+            }
+            let (t, node, m) = messages.next().expect("peeked");
+            out.push(Record { t, node, body: Body::Message(m) });
+        }
+        out.push(r.clone());
+    }
+    out.extend(messages.map(|(t, node, m)| Record { t, node, body: Body::Message(m) }));
+    out
 }
 
 /// Writes records as JSON Lines.
