@@ -50,9 +50,11 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// Whether the run must keep a message trace: a timeline draws it, and `--trace` asks for it.
+    /// Whether the run must keep a message trace: a timeline draws it, and
+    /// `--trace` asks for it. Campaigns (outputs only on failure) keep none:
+    /// a failing seed runs again with its trace for its timeline.
     pub fn wants_trace(&self) -> bool {
-        self.trace || self.timeline.is_some()
+        self.trace || (self.timeline.is_some() && !self.only_on_failure)
     }
 }
 
@@ -213,8 +215,18 @@ pub fn child_main() -> ExitCode {
             let verdict = verdict_of(&outcome);
             let mut output_error = None;
             if !(job.outputs.only_on_failure && verdict.passed()) {
+                // The same run again, with its message trace, for the timeline
+                // (a campaign keeps none). It must be the same run, byte for byte.
+                let again = (job.outputs.timeline.is_some() && !spec.trace)
+                    .then(|| run_caught(scenario, &RunSpec { trace: true, ..spec.clone() }).ok())
+                    .flatten();
+                let same = again.as_ref().filter(|a| a.history == outcome.history);
+                if again.is_some() && same.is_none() {
+                    output_error = Some("the run with its message trace had another history".into());
+                }
+                let drawn = same.unwrap_or(&outcome);
                 // Rendering is not the run: its failure is reported apart from the verdict.
-                match catch(|| write_outputs(&job.outputs, &job.scenario, &spec, &outcome, &verdict)) {
+                match catch(|| write_outputs(&job.outputs, &job.scenario, &spec, drawn, &verdict)) {
                     Ok(Ok(())) => {}
                     Ok(Err(BadInput(msg))) => output_error = Some(msg),
                     Err(v) => output_error = Some(format!("writing the outputs failed: {}", v.line())),

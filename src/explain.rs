@@ -3,6 +3,7 @@
 //! breaks. It tells what the focused view draws, in the same window.
 
 use crate::case::{Case, Verdict};
+use crate::exec::Outputs;
 use crate::spacetime::{fault_words, notable, short};
 use crate::story::{message, Story};
 use crate::timeline::secs;
@@ -14,24 +15,31 @@ use mqsim_sim::FaultKind;
 use serde_json::Value;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
-/// Runs `case` with its message trace and prints its story.
-pub fn command(path: &Path, follow: Option<&str>) -> Result<ExitCode, BadInput> {
+/// Replays `case` with its message trace (in a child process, under the
+/// watchdog) and prints its story.
+pub fn command(path: &Path, follow: Option<&str>, watchdog: Duration) -> Result<ExitCode, BadInput> {
     let case = Case::load(path)?;
     let follow = follow.map(crate::story::parse_thread).transpose().map_err(BadInput)?;
-    let scenario = crate::scenario(&case.scenario)?;
-    let mut spec = case.spec()?;
-    spec.trace = true;
-    let outcome = crate::exec::run_caught(scenario, &spec);
-    let verdict = outcome.as_ref().map_or_else(Clone::clone, crate::exec::verdict_of);
-    let (Ok(outcome), Verdict::Fail { invariant, detail, op, .. }) = (outcome, &verdict) else {
-        println!("nothing to explain: {} now ends {}", case.title(), verdict.line());
+    let file = std::env::temp_dir().join(format!("mqsim-explain-{}.jsonl", std::process::id()));
+    let outputs = Outputs { history: Some(file.clone()), trace: true, ..Outputs::default() };
+    let ran = crate::exec::execute(&case.job(outputs), watchdog);
+    let text = std::fs::read_to_string(&file);
+    let _ = std::fs::remove_file(&file);
+    let ran = ran?;
+    if let Some(e) = ran.output_error {
+        return Err(BadInput(e));
+    }
+    let Verdict::Fail { invariant, detail, op, .. } = &ran.verdict else {
+        println!("nothing to explain: {} now ends {}", case.title(), ran.verdict.line());
         return Ok(ExitCode::from(1));
     };
-    if !verdict.same_failure(&case.verdict) {
-        println!("note: recorded {}; now {}", case.verdict.line(), verdict.line());
+    if !ran.verdict.same_failure(&case.verdict) {
+        println!("note: recorded {}; now {}", case.verdict.line(), ran.verdict.line());
     }
-    let records = mqsim_sim::history::with_trace(&outcome.history, outcome.trace);
+    let text = text.map_err(|e| BadInput(format!("the replay wrote no history: {e}")))?;
+    let records = mqsim_sim::history::from_jsonl(&text).map_err(|e| BadInput(format!("the replayed history: {e}")))?;
     let story = Story::of(&records, *op, follow.as_deref(), false);
     for line in explain(&case.title(), &story, invariant, detail) {
         println!("{line}");
@@ -101,15 +109,12 @@ pub fn explain(title: &str, story: &Story, invariant: &str, detail: &str) -> Vec
     lines.retain(|l| l.t <= story.at);
     lines.sort_by_key(|l| l.t);
 
+    // Too long: routine lines go first, then the earliest, as the end of the story matters most.
     let mut left_out = 0;
     while lines.len() > MAX_LINES {
-        match lines.iter().position(|l| l.routine) {
-            Some(i) => {
-                lines.remove(i);
-                left_out += 1;
-            }
-            None => break,
-        }
+        let i = lines.iter().position(|l| l.routine).unwrap_or(0);
+        lines.remove(i);
+        left_out += 1;
     }
     let thread = story.thread.as_deref().map_or("everything".to_string(), |t| format!("following {t}"));
     let mut out = vec![format!("{title}: {}–{}, {thread}", secs(story.from), secs(story.at))];
@@ -120,7 +125,7 @@ pub fn explain(title: &str, story: &Story, invariant: &str, detail: &str) -> Vec
     let n = lines.len() + 1;
     out.push(format!("{n:>2}. {}  {:<width$}  breaks {invariant}: {detail}", secs(story.at), "checker"));
     if left_out > 0 {
-        out.push(format!("({left_out} routine lines left out; the timeline has them all)"));
+        out.push(format!("({left_out} lines left out, routine ones first; the timeline has them all)"));
     }
     out
 }
@@ -142,9 +147,16 @@ fn event_words(v: &Value) -> String {
 fn exchanges(story: &Story, lines: &mut Vec<Line>) {
     let msgs: Vec<(&Record, &Message)> =
         story.records.iter().filter_map(|(r, _)| message(r).map(|m| (*r, m))).collect();
+    // A reply answers the call of the same caller incarnation and id, between the same nodes.
     let reply_of = |req: &Record, m: &Message| {
         msgs.iter()
-            .find(|(r, x)| x.reply && x.call == m.call && r.node == m.to && x.to == req.node && r.t >= req.t)
+            .find(|(r, x)| {
+                x.reply
+                    && (x.caller, x.call, &x.kind) == (m.caller, m.call, &m.kind)
+                    && r.node == m.to
+                    && x.to == req.node
+                    && r.t >= req.t
+            })
             .map(|(r, x)| (*r, *x))
     };
     // Routine requests batched by (time, sender, kind): the receivers and summaries.
@@ -179,7 +191,7 @@ fn exchanges(story: &Story, lines: &mut Vec<Line>) {
         if routine {
             let summary = short(m);
             let summary = summary.strip_prefix(m.kind.as_str()).unwrap_or(&summary).trim_start();
-            let part = format!("{} {summary}", m.to);
+            let part = format!("{} {summary}", m.to).trim_end().to_string();
             match &mut batch {
                 Some((t, node, kind, parts)) if *t == r.t && *node == r.node && *kind == m.kind => parts.push(part),
                 _ => {

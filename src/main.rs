@@ -116,6 +116,8 @@ enum Command {
         /// Follow this thread instead of the violation's own: `ledger=34`, `key=k7`, `msg=<id>`, `queue=<topic>/<n>`.
         #[arg(long)]
         follow: Option<String>,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
     },
     /// Minimize a failing case while the same invariant keeps failing.
     Shrink {
@@ -212,7 +214,9 @@ fn main() -> ExitCode {
         }
         Command::Hunt { bug, seeds, jobs, out, timeout } => hunt(&bug, &seeds, jobs, &out, timeout),
         Command::Replay { case, outputs, timeout } => replay(&case, outputs, timeout),
-        Command::Explain { case, follow } => explain::command(&case, follow.as_deref()),
+        Command::Explain { case, follow, timeout } => {
+            secs(timeout).and_then(|t| explain::command(&case, follow.as_deref(), t))
+        }
         Command::Shrink { case, out, max_runs, timeout } => shrink(&case, out, max_runs, timeout),
         Command::Report { command: ReportCommand::Merge { dirs, out } } => merge(&dirs, &out),
         Command::Exec => return exec::child_main(),
@@ -287,7 +291,8 @@ fn run(
     if let Some(path) = case_path {
         check_writable(path)?;
     }
-    let spec = scenario.resolve(&RunSpec { seed, bugs: case::parse_bugs(&bugs)?, ..RunSpec::default() });
+    let trace = outputs.wants_trace();
+    let spec = scenario.resolve(&RunSpec { seed, bugs: case::parse_bugs(&bugs)?, trace, ..RunSpec::default() });
     let schedule = spec.schedule.clone().unwrap_or_default();
     if show.schedule {
         for a in &schedule.actions {

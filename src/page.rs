@@ -61,6 +61,9 @@ fn page(title: &str, story: &Story, focus: &str, overview: &str) -> String {
     threads.truncate(300);
     let current = story.thread.clone().unwrap_or_default();
     let mut options = String::from("<option value=\"\">everything in the window</option>");
+    if !current.is_empty() && !threads.iter().any(|(t, _)| *t == current) {
+        threads.insert(0, (current.clone(), 0));
+    }
     for (t, n) in &threads {
         let selected = if *t == current { " selected" } else { "" };
         let _ = write!(options, "<option value=\"{0}\"{selected}>{0} ({n})</option>", Esc(t));
@@ -98,7 +101,11 @@ const SCRIPT: &str = r#"(function () {
     document.getElementById('shown').textContent = shown + ' of ' + items.length + ' shown';
   }
   const m = /follow=([^&]*)/.exec(location.hash);
-  const first = m ? decodeURIComponent(m[1]) : pick.value;
+  let first = pick.value;
+  if (m) {
+    try { first = decodeURIComponent(m[1]); } catch (e) { first = m[1]; }
+    if (!Array.from(pick.options).some(o => o.value === first)) pick.add(new Option(first, first));
+  }
   pick.value = first;
   pick.addEventListener('change', () => follow(pick.value));
   follow(first);

@@ -30,7 +30,8 @@ pub fn render(title: &str, label: &str, story: &Story) -> String {
     // Operations on tracks below their node's line.
     let mut tracks: Vec<Vec<f64>> = vec![Vec::new(); story.nodes.len()];
     let mut bars = Vec::new();
-    for (o, _) in &story.ops {
+    for (i, (o, _)) in story.ops.iter().enumerate() {
+        // Every operation's node is among the story's nodes (see `Story::of`).
         let Some(&lane) = lane_of.get(o.node) else { continue };
         let (x0, x1) = (x(o.start), x(o.end.min(story.to)));
         let ends = &mut tracks[lane];
@@ -44,7 +45,7 @@ pub fn render(title: &str, label: &str, story: &Story) -> String {
         };
         // Room for the operation's label after its start.
         ends[track] = ends[track].max(x1).max(x0 + 70.0);
-        bars.push((lane, track, x0, x1.max(x0 + 1.5)));
+        bars.push((i, lane, track, x0, x1.max(x0 + 1.5)));
     }
     let faults: Vec<&Record> = story
         .records
@@ -96,10 +97,11 @@ pub fn render(title: &str, label: &str, story: &Story) -> String {
     };
     let _ = writeln!(
         s,
-        "<text x=\"10\" y=\"60\">{}–{}, {about}{left_out}. Arrows run from send to receipt; a cross: lost; red: lost \
+        "<text x=\"10\" y=\"60\">{}–{}, {}{left_out}. Arrows run from send to receipt; a cross: lost; red: lost \
          or delayed by a fault; dashed: a duplicate. Hover for what each said.</text>",
         secs(story.from),
-        secs(story.to)
+        secs(story.to),
+        Esc(&about)
     );
 
     // Lanes with their node lines.
@@ -138,10 +140,11 @@ pub fn render(title: &str, label: &str, story: &Story) -> String {
         let Body::Fault(FaultRecord::Start { action, for_ms, fault, .. }) = &r.body else { continue };
         let kind = FaultKind::of(fault).name();
         let colour = crate::timeline::fault_colour(&kind);
-        let (x0, x1) = (x(r.t), x(r.t + for_ms * 1000));
+        let until = r.t.saturating_add(for_ms.saturating_mul(1000));
+        let (x0, x1) = (x(r.t), x(until));
         let lanes: Vec<usize> = fault.nodes().iter().filter_map(|n| lane_of.get(n).copied()).collect();
         let json = serde_json::to_string(fault).unwrap_or_default();
-        let tip = format!("action {action}, {kind} {}–{}: {json}", secs(r.t), secs(r.t + for_ms * 1000));
+        let tip = format!("action {action}, {kind} {}–{}: {json}", secs(r.t), secs(until));
         let _ = write!(s, "<g class=\"fault\" fill=\"{colour}\"><title>{}</title><g fill-opacity=\".16\">", Esc(&tip));
         let spans: Vec<(f64, f64)> = match lanes.is_empty() {
             true => vec![(top, bottom)],
@@ -157,13 +160,14 @@ pub fn render(title: &str, label: &str, story: &Story) -> String {
              y=\"{ty:.1}\">fault action {action} ({kind}), {}–{}: {}</text></g>",
             ty - 9.0,
             secs(r.t),
-            secs(r.t + for_ms * 1000),
+            secs(until),
             Esc(&fault_words(fault))
         );
     }
 
     // Operations: bars under their node's line, labelled.
-    for (((o, on), &(lane, track, x0, x1)), i) in story.ops.iter().zip(&bars).zip(0..) {
+    for &(i, lane, track, x0, x1) in &bars {
+        let (o, on) = &story.ops[i];
         let by = bar_y(lane, track);
         let (class, result) = match o.outcome {
             Outcome::Ok(ret) => ("ok", crate::timeline::json_fields(ret, &["op"])),
@@ -374,4 +378,27 @@ pub fn fault_words(fault: &mqsim_sim::Fault) -> String {
         (false, false) => format!(" {from} → {to}"),
     };
     format!("{effect}{amount} {kind}{route}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_followed_thread_is_escaped() {
+        let story = Story {
+            from: 0,
+            to: 1_000,
+            at: 1_000,
+            thread: Some("key a<&\"b".into()),
+            nodes: vec!["n<1>".into()],
+            ops: vec![],
+            records: vec![],
+            violating: None,
+            left_out: 0,
+        };
+        let svg = render("t&", "L1: <x>", &story);
+        assert!(svg.contains("following key a&lt;&amp;&quot;b"), "{svg}");
+        assert!(!svg.contains("a<&") && !svg.contains("<x>") && !svg.contains("n<1>"), "{svg}");
+    }
 }

@@ -127,11 +127,14 @@ impl<'a> Story<'a> {
         let in_window = |r: &Record| match &r.body {
             Body::Message(_) => message_end(r) >= from && r.t <= to,
             // Fault actions in force in the window.
-            Body::Fault(FaultRecord::Start { for_ms, .. }) => r.t <= to && r.t + for_ms * 1000 >= from,
+            Body::Fault(FaultRecord::Start { for_ms, .. }) => {
+                r.t <= to && r.t.saturating_add(for_ms.saturating_mul(1000)) >= from
+            }
             _ => r.t >= from && r.t <= to,
         };
-        let mut shown: Vec<(&Record, bool)> = Vec::new();
-        for r in records.iter().filter(|r| in_window(r)) {
+        // (index in the history, record, whether it concerns the thread)
+        let mut shown: Vec<(usize, &Record, bool)> = Vec::new();
+        for (i, r) in records.iter().enumerate().filter(|(_, r)| in_window(r)) {
             let on_thread = match &r.body {
                 Body::Message(m) => concerns(&m.threads),
                 Body::Event(_) => concerns(&threads_of(r)),
@@ -149,8 +152,8 @@ impl<'a> Story<'a> {
                 Body::Event(_) => {
                     nodes.insert(r.node.clone());
                 }
-                // Nodes a fault action in the window names (a crashed node, say), even if they sent nothing.
-                Body::Fault(FaultRecord::Start { fault, .. }) if r.t >= from => {
+                // Nodes a fault action in force names (a crashed node, say), even if they sent nothing.
+                Body::Fault(FaultRecord::Start { fault, .. }) => {
                     nodes.extend(fault.nodes().into_iter().map(str::to_string));
                 }
                 Body::Fault(FaultRecord::Crash { target, .. }) => {
@@ -158,28 +161,29 @@ impl<'a> Story<'a> {
                 }
                 _ => {}
             }
-            shown.push((r, true));
+            shown.push((i, r, true));
         }
         if wide {
             // What else the same nodes did among themselves in the window.
-            for r in records.iter().filter(|r| in_window(r)) {
+            for (i, r) in records.iter().enumerate().filter(|(_, r)| in_window(r)) {
                 let between = match &r.body {
                     Body::Message(m) => !concerns(&m.threads) && nodes.contains(&r.node) && nodes.contains(&m.to),
                     Body::Event(_) => !concerns(&threads_of(r)) && nodes.contains(&r.node),
                     _ => false,
                 };
                 if between {
-                    shown.push((r, false));
+                    shown.push((i, r, false));
                 }
             }
-            shown.sort_by_key(|(r, _)| *r as *const Record as usize);
+            // Back into history order.
+            shown.sort_by_key(|(i, ..)| *i);
         }
         // At most MAX_MESSAGES messages, the thread's first.
         let mut budget = MAX_MESSAGES;
         let mut left_out = 0;
         let mut keep = vec![true; shown.len()];
         for pass in [true, false] {
-            for (i, (r, on)) in shown.iter().enumerate() {
+            for (i, (_, r, on)) in shown.iter().enumerate() {
                 if *on == pass && matches!(r.body, Body::Message(_)) {
                     if budget == 0 {
                         keep[i] = false;
@@ -196,13 +200,17 @@ impl<'a> Story<'a> {
             .into_iter()
             .filter_map(|o| {
                 let end = if o.end == u64::MAX { to } else { o.end };
-                let on = Some(o.id) == violating_op || concerns(&threads_of_op(&o));
                 let near = end >= from && o.start <= to && nodes.contains(o.node);
-                (Some(o.id) == violating_op || (near && (on || wide))).then_some((o, on))
+                if !near && Some(o.id) != violating_op {
+                    return None;
+                }
+                let on = Some(o.id) == violating_op || concerns(&threads_of_op(&o));
+                (Some(o.id) == violating_op || on || wide).then_some((o, on))
             })
             .collect();
         let violating = violating_op.and_then(|id| ops.iter().position(|(o, _)| o.id == id));
-        Story { from, to, at, thread, nodes: nodes.into_iter().collect(), ops, records: shown, violating, left_out }
+        let records = shown.into_iter().map(|(_, r, on)| (r, on)).collect();
+        Story { from, to, at, thread, nodes: nodes.into_iter().collect(), ops, records, violating, left_out }
     }
 
     /// Orders the nodes as the scenario's lanes do; others follow by name.
@@ -243,6 +251,7 @@ mod tests {
             to: to.into(),
             kind: "Add".into(),
             reply: false,
+            caller: 1,
             call: t,
             summary: format!("Add ledger={ledger}"),
             threads: vec![format!("ledger {ledger}")],
@@ -274,6 +283,7 @@ mod tests {
             ),
             msg(201_000, "writer-0", "bookie-1", 1, None),
             msg(202_000, "writer-0", "bookie-2", 2, Some(203_000)),
+            msg(202_500, "writer-0", "bookie-1", 2, Some(203_500)),
             msg(203_000, "recoverer-0", "bookie-3", 2, Some(204_000)),
             rec(210_000, "recoverer-0", Body::Event(Event::Ledger(LedgerEvent::Fenced { ledger: 1, lac: 0 }))),
             rec(300_000, "writer-0", Body::Ok { id: 1, ret: Ret::Add { entry: 0 } }),
@@ -302,11 +312,11 @@ mod tests {
         // Wide: what else those nodes did among themselves, marked off the thread.
         let wide = Story::of(&records, Some(1), None, true);
         let off: Vec<u64> = wide.records.iter().filter(|(_, on)| !on).map(|(r, _)| r.t).collect();
-        assert!(off.is_empty(), "bookie-2 and bookie-3 are not among the nodes: {off:?}");
+        assert_eq!(off, [202_500], "only writer-0 → bookie-1: bookie-2 and bookie-3 are not among the nodes");
         // Another thread, picked by the reader.
         let other = Story::of(&records, Some(1), Some("ledger 2"), false);
         let times: Vec<u64> = other.records.iter().map(|(r, _)| r.t).collect();
-        assert_eq!(times, [200_000, 202_000, 203_000]);
+        assert_eq!(times, [200_000, 202_000, 202_500, 203_000]);
     }
 
     #[test]

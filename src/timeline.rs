@@ -87,7 +87,7 @@ pub fn render(
     // Lanes: every node that left a record other than a fault (so not the
     // nemesis itself) or is named by a fault.
     let mut names: BTreeSet<&str> =
-        records.iter().filter(|r| r.kind() != Kind::Fault).map(|r| r.node.as_str()).collect();
+        records.iter().filter(|r| !matches!(r.kind(), Kind::Fault | Kind::Message)).map(|r| r.node.as_str()).collect();
     names.extend(shades.iter().flat_map(|s| s.nodes.iter().map(String::as_str)));
     let mut names: Vec<&str> = names.into_iter().collect();
     names.sort_by_key(|n| (lanes.iter().position(|l| l == n).unwrap_or(usize::MAX), *n));

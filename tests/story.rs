@@ -5,15 +5,24 @@
 mod common;
 
 use common::{mqsim, one_line_error};
-use mqsim_scenarios::RunSpec;
+use mqsim_core::bugs::{Bug, Bugs};
+use mqsim_scenarios::{Config, RunSpec, Scenario};
 use mqsim_sim::history::{to_jsonl, Body};
+use serde_json::Value;
 
 const CASE: &str = "tests/cases/ledger-fencing-21-recovery-reads-no-fence.json";
 
 #[test]
 fn a_trace_leaves_the_history_byte_identical_and_accounts_for_every_message() {
+    // What the faults did to messages, over all runs: the trace must have seen each.
+    // Seeds 2 and 3 of every scenario, and the README's case, whose drop rule surely drops.
+    let (mut dropped, mut partitioned, mut duplicated, mut delayed) = (0, 0, 0, 0);
+    let mut runs: Vec<(&dyn Scenario, RunSpec)> = Vec::new();
     for scenario in mqsim_scenarios::all() {
-        let spec = scenario.resolve(&RunSpec { seed: 2, ..RunSpec::default() });
+        runs.extend([2, 3].map(|seed| (*scenario, scenario.resolve(&RunSpec { seed, ..RunSpec::default() }))));
+    }
+    runs.push((mqsim_scenarios::find("ledger-fencing").unwrap(), case_spec(CASE)));
+    for (scenario, spec) in runs {
         let plain = scenario.run(&spec);
         let traced = scenario.run(&RunSpec { trace: true, ..spec.clone() });
         let name = scenario.name();
@@ -21,13 +30,42 @@ fn a_trace_leaves_the_history_byte_identical_and_accounts_for_every_message() {
         assert_eq!(to_jsonl(&plain.history), to_jsonl(&traced.history), "{name}: the trace changed the history");
         assert_eq!(traced.trace.len() as u64, traced.stats.counters.messages_sent, "{name}: messages untraced");
         for (t, from, m) in &traced.trace {
-            let fates = m.received.len() + usize::from(m.lost.is_some());
-            assert!(fates >= 1, "{name}: a message from {from} at {t} neither arrived nor was lost: {m:?}");
+            assert!(m.received.len() <= m.copies as usize, "{name}: more copies arrived than were sent: {m:?}");
             assert!(m.received.iter().all(|r| r >= t), "{name}: received before it was sent: {m:?}");
+            assert!(!m.summary.is_empty() && !m.summary.starts_with("undecodable"), "{name}: {from} at {t}: {m:?}");
+            if let Some(lost) = &m.lost {
+                match lost.by.as_str() {
+                    "drop rule" => dropped += 1,
+                    "partition" | "partition in flight" => partitioned += 1,
+                    _ => {}
+                }
+                if lost.by != "not received" {
+                    assert!(lost.action.is_some(), "{name}: a fault lost it, but which? {m:?}");
+                }
+            }
+            duplicated += usize::from(m.copies > 1);
+            delayed += usize::from(m.delayed_ms > 0);
         }
         let merged = mqsim_sim::history::with_trace(&traced.history, traced.trace.clone());
         assert_eq!(merged.iter().filter(|r| matches!(r.body, Body::Message(_))).count(), traced.trace.len());
         assert!(merged.windows(2).all(|w| w[0].t <= w[1].t), "{name}: the merged history is out of time order");
+    }
+    assert!(
+        dropped > 0 && partitioned > 0 && duplicated > 0 && delayed > 0,
+        "{dropped} {partitioned} {duplicated} {delayed}"
+    );
+}
+
+/// The run a case file records.
+fn case_spec(path: &str) -> RunSpec {
+    let case: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let bugs = case["bugs"].as_array().unwrap().iter().map(|b| Bug::from_name(b.as_str().unwrap()).unwrap());
+    RunSpec {
+        seed: case["seed"].as_u64().unwrap(),
+        bugs: bugs.fold(Bugs::none(), Bugs::with),
+        config: serde_json::from_value::<Config>(case["config"].clone()).unwrap(),
+        schedule: Some(serde_json::from_value(case["schedule"].clone()).unwrap()),
+        trace: false,
     }
 }
 
@@ -83,4 +121,23 @@ fn the_focused_view_draws_the_story() {
         assert!(focus.contains(drawn), "the focused view lacks {drawn}");
     }
     assert!(focus.contains("FAIL L1") || focus.contains("L1: ledger 34 closed at entry 1"), "the violation's line");
+}
+
+#[test]
+fn run_with_trace_writes_messages_into_the_history_file_and_nothing_else_changes() {
+    let dir = std::env::temp_dir().join(format!("mqsim-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (plain, traced) = (dir.join("plain.jsonl"), dir.join("traced.jsonl"));
+    let args = ["run", "--scenario", "pubsub", "--seed", "4", "--history"];
+    let (code, out, _) = mqsim(&[&args[..], &[plain.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = mqsim(&[&args[..], &[traced.to_str().unwrap(), "--trace"]].concat());
+    assert_eq!(code, 0, "{out}");
+    let (plain, traced) = (std::fs::read_to_string(plain).unwrap(), std::fs::read_to_string(traced).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+    let messages = traced.lines().filter(|l| l.contains("\"type\":\"message\"")).count();
+    assert!(messages > 1000, "{messages} message records");
+    let rest: Vec<&str> = traced.lines().filter(|l| !l.contains("\"type\":\"message\"")).collect();
+    assert_eq!(rest, plain.lines().collect::<Vec<_>>(), "the trace changed the history");
+    assert!(mqsim_sim::history::from_jsonl(&traced).is_ok(), "a traced history reads back");
 }

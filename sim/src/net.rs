@@ -2,7 +2,7 @@
 //! network, with partitions (symmetric and one-way) and per-kind rules that
 //! drop, delay, duplicate or reorder messages by source, destination and kind.
 
-use crate::trace::{Lost, Message, Tracer};
+use crate::trace::{Lost, Message, Sent, Tracer};
 use futures::future::BoxFuture;
 use madsim::net::Endpoint;
 use madsim::time::Instant;
@@ -109,8 +109,6 @@ struct State {
     seed: u64,
     rngs: BTreeMap<String, Random>,
     stats: NetStats,
-    /// Messages sent so far.
-    sent: u64,
     /// The message trace and the run's start, when asked for.
     trace: Option<(Instant, Tracer)>,
 }
@@ -133,7 +131,6 @@ impl Network {
                 seed,
                 rngs: BTreeMap::new(),
                 stats: NetStats::default(),
-                sent: 0,
                 trace: None,
             }),
         }
@@ -152,7 +149,7 @@ impl Network {
     /// Keeps a trace of every message from now on; `start` is the run's start.
     pub fn trace(&self, start: Instant) {
         let mut st = self.lock();
-        let first = st.sent + 1;
+        let first = st.stats.sent + 1;
         st.trace = Some((start, Tracer::new(first)));
     }
 
@@ -176,10 +173,10 @@ impl Network {
     /// its copies is handed to madsim; no copies when it is lost.
     fn plan(&self, from: &str, to: &str, kind: MsgKind, bytes: &[u8]) -> (u64, Option<SocketAddr>, Vec<Duration>) {
         let mut st = self.lock();
-        st.sent += 1;
         st.stats.sent += 1;
         st.stats.bytes += bytes.len() as u64;
-        let seq = st.sent;
+        // Messages are numbered by the count sent so far.
+        let seq = st.stats.sent;
         let (addr, fate) = match st.addrs.get(to).copied() {
             None => (None, Err(None)),
             Some(addr) => match st.blocked(from, to) {
@@ -196,11 +193,11 @@ impl Network {
                 Ok(copies) => (copies.len(), copies[0].as_millis() as u64, None),
                 Err(why) => {
                     let (by, action) = why.map_or(("no such node", None), |(by, a)| (by, Some(a)));
-                    (1, 0, Some(Lost { at: Some(t), by: by.into(), action }))
+                    (0, 0, Some(Lost { at: Some(t), by: by.into(), action }))
                 }
             };
-            let reply = kind.reply;
-            tracer.sent(seq, t, from, to, kind.kind.name(), reply, bytes, copies, delayed_ms, lost);
+            let (kind, reply) = (kind.kind.name(), kind.reply);
+            tracer.sent(seq, Sent { t, from, to, kind, reply, copies, delayed_ms, lost }, bytes);
         }
         match fate {
             Ok(copies) => (seq, addr, copies),

@@ -18,7 +18,8 @@ pub struct Message {
     pub kind: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub reply: bool,
-    /// The RPC call id (per caller incarnation) a request and its reply share.
+    /// The caller's incarnation and its RPC call id, which a request and its reply share.
+    pub caller: u64,
     pub call: u64,
     /// What it said, in a line: `Add ledger=34 entry=2 lac=1`.
     pub summary: String,
@@ -45,8 +46,8 @@ pub struct Lost {
     /// When, if the network knows (not for a receiver that was down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<u64>,
-    /// `partition`, `partition in flight`, `drop rule`, or `not received`
-    /// (the receiver was down or the run ended first).
+    /// `partition`, `partition in flight`, `drop rule`, `no such node`, or
+    /// `not received` (the receiver was down or the run ended first).
     pub by: String,
     /// The schedule action whose fault lost it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,15 +67,29 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// The trace being recorded: messages in the order they were sent.
+/// A message as the transport saw it leave.
+pub struct Sent<'a> {
+    pub t: u64,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub kind: &'a str,
+    pub reply: bool,
+    /// Copies handed to madsim (0 when lost at once).
+    pub copies: usize,
+    pub delayed_ms: u64,
+    pub lost: Option<Lost>,
+}
+
+/// The trace being recorded: messages in the order they were sent, with
+/// their bytes. They are decoded only when the trace is taken, after the
+/// run: decoding builds JSON maps, and nothing of the kind may happen while
+/// the simulation runs (a map's hasher would draw from the run's keys).
 #[derive(Default)]
 pub struct Tracer {
-    /// (send time, sender, message), indexed by sequence number − `first`.
-    sent: Vec<(u64, String, Message)>,
+    /// (send time, sender, message, its bytes), indexed by sequence number − `first`.
+    sent: Vec<(u64, String, Message, Vec<u8>)>,
     /// The sequence number of the first message traced.
     first: u64,
-    /// Calls seen, by (caller incarnation, id): their service and threads, for their replies.
-    calls: BTreeMap<(u64, u64), (u8, Vec<String>)>,
 }
 
 impl Tracer {
@@ -82,41 +97,28 @@ impl Tracer {
         Tracer { first, ..Tracer::default() }
     }
 
-    /// Message `seq` was sent at `t`; `copies` are their extra delays, empty when lost at once.
-    #[allow(clippy::too_many_arguments)]
-    pub fn sent(
-        &mut self,
-        seq: u64,
-        t: u64,
-        from: &str,
-        to: &str,
-        kind: &str,
-        reply: bool,
-        bytes: &[u8],
-        copies: usize,
-        delayed_ms: u64,
-        lost: Option<Lost>,
-    ) {
-        let (call, summary, threads) = self.describe(bytes);
+    /// Message `seq` left its sender with these bytes.
+    pub fn sent(&mut self, seq: u64, sent: Sent, bytes: &[u8]) {
         let message = Message {
-            to: to.to_string(),
-            kind: kind.to_string(),
-            reply,
-            call,
-            summary,
-            threads,
-            copies: copies.max(1) as u32,
-            delayed_ms,
+            to: sent.to.to_string(),
+            kind: sent.kind.to_string(),
+            reply: sent.reply,
+            caller: 0,
+            call: 0,
+            summary: String::new(),
+            threads: Vec::new(),
+            copies: sent.copies.max(1) as u32,
+            delayed_ms: sent.delayed_ms,
             received: Vec::new(),
-            lost,
+            lost: sent.lost,
         };
         debug_assert_eq!(seq, self.first + self.sent.len() as u64);
-        self.sent.push((t, from.to_string(), message));
+        self.sent.push((sent.t, sent.from.to_string(), message, bytes.to_vec()));
     }
 
     fn get(&mut self, seq: u64) -> Option<&mut Message> {
         let i = seq.checked_sub(self.first)? as usize;
-        self.sent.get_mut(i).map(|(_, _, m)| m)
+        self.sent.get_mut(i).map(|(_, _, m, _)| m)
     }
 
     /// A copy of message `seq` reached its receiver at `t`.
@@ -126,49 +128,57 @@ impl Tracer {
         }
     }
 
-    /// A copy of message `seq` was lost in flight at `t`.
+    /// A copy of message `seq` was lost in flight.
     pub fn lost(&mut self, seq: u64, lost: Lost) {
         if let Some(m) = self.get(seq) {
             m.lost.get_or_insert(lost);
         }
     }
 
-    /// The trace, each message as (send time, sender, message); copies that
-    /// never arrived and were not lost to a fault are marked `not received`.
+    /// The trace, each message as (send time, sender, message), decoded; copies
+    /// that never arrived and were not lost to a fault are marked `not received`.
     pub fn finish(self) -> Vec<(u64, String, Message)> {
-        let mut sent = self.sent;
-        for (_, _, m) in &mut sent {
+        // Calls by (caller incarnation, id): their service and threads, for their replies.
+        let mut calls: BTreeMap<(u64, u64), (u8, Vec<String>)> = BTreeMap::new();
+        let mut out = Vec::with_capacity(self.sent.len());
+        for (t, from, mut m, bytes) in self.sent {
+            describe(&bytes, &mut calls, &mut m);
             if m.lost.is_none() && (m.received.len() as u32) < m.copies {
                 m.lost = Some(Lost { at: None, by: "not received".into(), action: None });
             }
+            out.push((t, from, m));
         }
-        sent
+        out
     }
+}
 
-    /// The call id, summary and threads of a frame.
-    fn describe(&mut self, bytes: &[u8]) -> (u64, String, Vec<String>) {
-        match frame(bytes) {
-            Some(Frame::Call { id, caller, service, body }) => {
-                let (summary, threads) = body_summary(service, false, body);
-                self.calls.insert((caller, id), (service, threads.clone()));
-                (id, summary, threads)
-            }
-            Some(Frame::Reply { id, caller, body }) => match self.calls.get(&(caller, id)).cloned() {
+/// Fills in a message's call, summary and threads from its bytes.
+fn describe(bytes: &[u8], calls: &mut BTreeMap<(u64, u64), (u8, Vec<String>)>, m: &mut Message) {
+    match frame(bytes) {
+        Some(Frame::Call { id, caller, service, body }) => {
+            let (summary, threads) = body_summary(service, false, body);
+            calls.insert((caller, id), (service, threads.clone()));
+            (m.caller, m.call, m.summary, m.threads) = (caller, id, summary, threads);
+        }
+        Some(Frame::Reply { id, caller, body }) => {
+            (m.caller, m.call) = (caller, id);
+            match calls.get(&(caller, id)) {
                 Some((service, call_threads)) => {
-                    let (summary, mut threads) = body_summary(service, true, body);
-                    threads.extend(call_threads);
+                    let (summary, mut threads) = body_summary(*service, true, body);
+                    threads.extend(call_threads.iter().cloned());
                     threads.sort();
                     threads.dedup();
-                    (id, summary, threads)
+                    (m.summary, m.threads) = (summary, threads);
                 }
-                None => (id, "reply to an untraced call".into(), vec![]),
-            },
-            Some(Frame::Stale { id, caller, callee }) => {
-                let threads = self.calls.get(&(caller, id)).map(|(_, t)| t.clone()).unwrap_or_default();
-                (id, format!("Stale: not executed, callee restarted (incarnation {callee:x})"), threads)
+                None => m.summary = "reply to an untraced call".into(),
             }
-            None => (0, format!("undecodable frame of {} bytes", bytes.len()), vec![]),
         }
+        Some(Frame::Stale { id, caller, callee }) => {
+            (m.caller, m.call) = (caller, id);
+            m.threads = calls.get(&(caller, id)).map(|(_, t)| t.clone()).unwrap_or_default();
+            m.summary = format!("Stale: not executed, callee restarted (incarnation {callee:x})");
+        }
+        None => m.summary = format!("undecodable frame of {} bytes", bytes.len()),
     }
 }
 
