@@ -215,7 +215,9 @@ pub fn render(title: &str, label: &str, story: &Story) -> String {
         );
     }
 
-    // Messages, as arrows between node lines.
+    // Messages, as arrows between node lines. Labels, per (lane, side of
+    // its line): where each row of labels ends so far.
+    let mut labels: BTreeMap<(usize, bool), Vec<f64>> = BTreeMap::new();
     for (r, on) in &story.records {
         let Some(m) = message(r) else { continue };
         let (Some(&a), Some(&b)) = (lane_of.get(r.node.as_str()), lane_of.get(m.to.as_str())) else { continue };
@@ -273,15 +275,27 @@ pub fn render(title: &str, label: &str, story: &Story) -> String {
         }
         if notable(m) {
             // The label sits by the arrow's end, on the receiver's side, and
-            // turns back at the right edge.
+            // turns back at the right edge. Labels that would overlap one
+            // already there take the next row, up to three; then only the tooltip.
             let text = arrow_label(m);
-            let ly = if ye > y0 { ye - 4.0 } else { ye + 11.0 };
-            let anchor = if xe + 3.0 + text.chars().count() as f64 * 5.5 > WIDTH {
-                format!("x=\"{:.1}\" text-anchor=\"end\"", xe - 6.0)
+            let w = text.chars().count() as f64 * 5.5;
+            let (lx0, anchor) = if xe + 3.0 + w > WIDTH {
+                (xe - 6.0 - w, format!("x=\"{:.1}\" text-anchor=\"end\"", xe - 6.0))
             } else {
-                format!("x=\"{:.1}\"", xe + 3.0)
+                (xe + 3.0, format!("x=\"{:.1}\"", xe + 3.0))
             };
-            let _ = write!(s, "<text {anchor} y=\"{ly:.1}\">{}</text>", Esc(&text));
+            let below = ye <= y0;
+            let rows = labels.entry((b, below)).or_insert_with(Vec::new);
+            let free = (0..3).find(|&i| rows.get(i).is_none_or(|&end| end < lx0));
+            if let Some(row) = free {
+                if rows.len() <= row {
+                    rows.resize(row + 1, f64::MIN);
+                }
+                rows[row] = lx0 + w;
+                let step = 11.0 * row as f64;
+                let ly = if below { ye + 11.0 + step } else { ye - 4.0 - step };
+                let _ = write!(s, "<text {anchor} y=\"{ly:.1}\">{}</text>", Esc(&text));
+            }
         }
         s.push_str("</g>\n");
     }

@@ -112,11 +112,15 @@ impl<'a> Story<'a> {
         let (from, to) = (begin.saturating_sub(lead), at + lead / 2);
 
         let thread = follow.map(str::to_string).or_else(|| {
-            // The violating operation's thread: its ledger, key, message or queue.
-            let threads = violating.map(|i| threads_of_op(&ops[i])).unwrap_or_default();
-            ["ledger ", "msg ", "key ", "queue "]
-                .iter()
-                .find_map(|kind| threads.iter().find(|t| t.starts_with(kind)).cloned())
+            // The violating operation's thread: what its call names (a ledger, a
+            // message, a key, a queue), else what its result names.
+            let o = &ops[violating?];
+            let pick = |threads: Vec<String>| {
+                ["ledger ", "msg ", "key ", "queue "]
+                    .iter()
+                    .find_map(|kind| threads.iter().find(|t| t.starts_with(kind)).cloned())
+            };
+            pick(threads_of_value(o.call)).or_else(|| pick(threads_of_op(o)))
         });
         let concerns = |threads: &[String]| thread.as_ref().is_none_or(|t| threads.contains(t));
 
