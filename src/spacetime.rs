@@ -35,14 +35,7 @@ pub fn render(title: &str, label: &str, story: &Story) -> String {
         let Some(&lane) = lane_of.get(o.node) else { continue };
         let (x0, x1) = (x(o.start), x(o.end.min(story.to)));
         let ends = &mut tracks[lane];
-        let track = match ends.iter().position(|&e| e <= x0) {
-            Some(i) => i,
-            None if ends.len() < MAX_TRACKS => {
-                ends.push(0.0);
-                ends.len() - 1
-            }
-            None => (0..ends.len()).min_by(|&a, &b| ends[a].total_cmp(&ends[b])).unwrap_or(0),
-        };
+        let track = crate::timeline::take_track(ends, x0, MAX_TRACKS);
         // Room for the operation's label after its start.
         ends[track] = ends[track].max(x1).max(x0 + 70.0);
         bars.push((i, lane, track, x0, x1.max(x0 + 1.5)));
@@ -285,7 +278,7 @@ pub fn render(title: &str, label: &str, story: &Story) -> String {
                 (xe + 3.0, format!("x=\"{:.1}\"", xe + 3.0))
             };
             let below = ye <= y0;
-            let rows = labels.entry((b, below)).or_insert_with(Vec::new);
+            let rows = labels.entry((b, below)).or_default();
             let free = (0..3).find(|&i| rows.get(i).is_none_or(|&end| end < lx0));
             if let Some(row) = free {
                 if rows.len() <= row {

@@ -105,14 +105,7 @@ pub fn render(
         let lane = lane_of[o.node];
         let (x0, x1) = (x(o.start), x(o.end.min(end)));
         let ends = &mut tracks[lane];
-        let track = match ends.iter().position(|&e| e <= x0) {
-            Some(i) => i,
-            None if ends.len() < MAX_TRACKS => {
-                ends.push(0.0);
-                ends.len() - 1
-            }
-            None => (0..ends.len()).min_by(|&a, &b| ends[a].total_cmp(&ends[b])).unwrap_or(0),
-        };
+        let track = take_track(ends, x0, MAX_TRACKS);
         ends[track] = ends[track].max(x1);
         bars.push((lane, track, x0, x1.max(x0 + MIN_BAR)));
     }
@@ -282,6 +275,20 @@ pub fn render(
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// The track (of a lane whose tracks are free again at `ends`) for a bar
+/// starting at `x0`: the first free one, a new one while fewer than `max`,
+/// else the one that frees first.
+pub(crate) fn take_track(ends: &mut Vec<f64>, x0: f64, max: usize) -> usize {
+    match ends.iter().position(|&e| e <= x0) {
+        Some(i) => i,
+        None if ends.len() < max => {
+            ends.push(0.0);
+            ends.len() - 1
+        }
+        None => (0..ends.len()).min_by(|&a, &b| ends[a].total_cmp(&ends[b])).unwrap_or(0),
+    }
 }
 
 /// A fault's shading: a window, or an instant when `to` is `None`.
