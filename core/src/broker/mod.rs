@@ -5,6 +5,7 @@
 pub mod index;
 pub mod proto;
 mod server;
+pub mod txn;
 
 pub use proto::{Broker, Request, Response, KINDS};
 pub use server::{log_name, owner_lock, serve, Config, RegistrationObserver, Registrations, Topic};

@@ -1,0 +1,200 @@
+//! The decision logic of the broker's transaction check-back service, as a
+//! pure function of the half and op logs (RocketMQ's
+//! `TransactionalMessageServiceImpl.check`).
+//!
+//! A half message waits in the half log until an op record (written on commit
+//! or rollback) names it. A check pass walks the half log from the durable
+//! check offset up to the end it had when the pass began: a half with an op
+//! record is done; a half younger than the timeout (by the broker's clock) ends
+//! the pass; a half checked the maximum number of times is discarded; any
+//! other half is checked back with a live producer of its group and put again
+//! at the end of the half log with its check count raised, so the next pass
+//! finds it. The pass then moves the check offset past what it handled, and
+//! the op offset past the op records of halves now behind the check offset,
+//! never past one still ahead of it (T7).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The service's settings (RocketMQ's defaults: `transactionTimeOut`,
+/// `transactionCheckMax`, `transactionCheckInterval`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckConfig {
+    pub timeout_ms: u64,
+    pub max_checks: u32,
+    pub interval_ms: u64,
+}
+
+impl Default for CheckConfig {
+    fn default() -> CheckConfig {
+        CheckConfig { timeout_ms: 6_000, max_checks: 15, interval_ms: 30_000 }
+    }
+}
+
+/// One copy of a half message in the half log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Half {
+    /// Where this copy is in the half log.
+    pub offset: u64,
+    /// Where its first copy is: op records and end messages name that one.
+    pub origin: u64,
+    /// The broker's clock when the first copy was stored.
+    pub stored_ms: u64,
+    /// The producer's clock when it sent the half (never the age: the clocks differ).
+    pub born_ms: u64,
+    /// Check-backs sent for it so far.
+    pub checks: u32,
+}
+
+/// An op record: the half whose first copy is at `origin` is resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Op {
+    /// Where the record is in the op log.
+    pub offset: u64,
+    pub origin: u64,
+}
+
+/// What a pass asks its driver to do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Put `half` again at the end of the half log with `checks + 1`, durably,
+    /// then ask a live producer of its group for its transaction's state.
+    /// The put must be durable before the check offset moves past the half,
+    /// or a failure in between loses it (RocketMQ #544).
+    Check(Half),
+    /// The half reached the maximum of checks: move it to the discard log; it is never delivered.
+    Discard(Half),
+}
+
+/// A pass's decisions: its steps, and the offsets to store once they are done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pass {
+    pub steps: Vec<Step>,
+    pub check_offset: u64,
+    pub op_offset: u64,
+}
+
+/// The pass at broker time `now_ms` over `halves` (the half log from
+/// `check_offset` to the end the pass began with, in order) and `ops` (the op
+/// log from `op_offset` to its end, in order).
+pub fn pass(cfg: &CheckConfig, now_ms: u64, check_offset: u64, halves: &[Half], op_offset: u64, ops: &[Op]) -> Pass {
+    let resolved: BTreeSet<u64> = ops.iter().map(|op| op.origin).collect();
+    // The newest copy of each half: an older one was put again already (by a
+    // pass whose offsets a crash kept from being stored) and is superseded.
+    let newest: BTreeMap<u64, u64> = halves.iter().map(|h| (h.origin, h.offset)).collect();
+    let mut steps = Vec::new();
+    let mut next = check_offset;
+    for h in halves {
+        if resolved.contains(&h.origin) || newest[&h.origin] != h.offset {
+            // Done: committed or rolled back, or superseded by its newer copy.
+        } else if now_ms.saturating_sub(h.stored_ms) < cfg.timeout_ms {
+            // Too young to check; what follows is no older but for put-again copies, which wait a pass.
+            break;
+        } else if h.checks >= cfg.max_checks {
+            steps.push(Step::Discard(h.clone()));
+        } else {
+            steps.push(Step::Check(h.clone()));
+        }
+        next = h.offset + 1;
+    }
+    // Op records of halves now behind the check offset are done with; the
+    // first that names a half at or past it stops the op offset (T7).
+    let mut op_next = op_offset;
+    for op in ops {
+        if op.origin >= next {
+            break;
+        }
+        op_next = op.offset + 1;
+    }
+    Pass { steps, check_offset: next, op_offset: op_next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn half(offset: u64, stored_ms: u64, checks: u32) -> Half {
+        Half { offset, origin: offset, stored_ms, born_ms: stored_ms, checks }
+    }
+
+    #[test]
+    fn a_pass_skips_resolved_halves_checks_old_ones_and_stops_at_a_young_one() {
+        let cfg = CheckConfig::default();
+        let halves = [half(0, 0, 0), half(1, 1_000, 0), half(2, 2_000, 15), half(3, 9_000, 0)];
+        let ops = [Op { offset: 0, origin: 1 }];
+        let p = pass(&cfg, 10_000, 0, &halves, 0, &ops);
+        assert_eq!(p.steps, [Step::Check(halves[0].clone()), Step::Discard(halves[2].clone())]);
+        assert_eq!(p.check_offset, 3, "stops at the young half 3");
+        assert_eq!(p.op_offset, 1, "the op record of half 1 is behind the check offset");
+    }
+
+    #[test]
+    fn the_op_offset_never_passes_an_op_record_ahead_of_the_check_offset() {
+        let cfg = CheckConfig::default();
+        let halves = [half(5, 9_000, 0), half(6, 0, 0)];
+        // Half 5 is too young, so the pass stops there; half 7's op record comes
+        // before half 6's, and stops the op offset, as half 7 is still ahead.
+        let ops = [Op { offset: 3, origin: 7 }, Op { offset: 4, origin: 6 }];
+        let p = pass(&cfg, 10_000, 5, &halves, 3, &ops);
+        assert_eq!((p.check_offset, p.op_offset), (5, 3));
+        assert!(p.steps.is_empty());
+    }
+
+    /// A half log of `n` copies with ages and check counts drawn, some put
+    /// again (origin before offset), and op records for a subset, in any order.
+    fn logs() -> impl Strategy<Value = (u64, Vec<Half>, Vec<Op>)> {
+        (0u64..20_000, prop::collection::vec((0u64..20_000, 0u32..18, any::<bool>(), any::<bool>()), 0..30)).prop_map(
+            |(now, draws)| {
+                let mut halves = Vec::new();
+                let mut ops = Vec::new();
+                for (i, (stored, checks, again, resolved)) in draws.into_iter().enumerate() {
+                    let offset = 100 + i as u64;
+                    let origin = if again && i > 0 { 100 + (i as u64) / 2 } else { offset };
+                    halves.push(Half { offset, origin, stored_ms: stored, born_ms: stored / 2, checks });
+                    if resolved {
+                        ops.push(Op { offset: 50 + ops.len() as u64, origin });
+                    }
+                }
+                // Op records are written in the order ends arrive, not the halves'.
+                ops.reverse();
+                for (i, op) in ops.iter_mut().enumerate() {
+                    op.offset = 50 + i as u64;
+                }
+                (now, halves, ops)
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn every_half_behind_the_new_check_offset_was_resolved_checked_or_discarded((now, halves, ops) in logs()) {
+            let cfg = CheckConfig::default();
+            let p = pass(&cfg, now, 100, &halves, 50, &ops);
+            let resolved: BTreeSet<u64> = ops.iter().map(|o| o.origin).collect();
+            for h in halves.iter().filter(|h| h.offset < p.check_offset) {
+                let handled = p.steps.iter().any(|s| matches!(s, Step::Check(x) | Step::Discard(x) if x == h));
+                let superseded = halves.iter().any(|x| x.origin == h.origin && x.offset > h.offset);
+                prop_assert!(resolved.contains(&h.origin) || handled || superseded, "half {h:?} skipped");
+            }
+            for s in &p.steps {
+                match s {
+                    // T6: never checked before it is timeout old by the broker's clock, never past the maximum.
+                    Step::Check(h) => {
+                        prop_assert!(now - h.stored_ms >= cfg.timeout_ms && h.checks < cfg.max_checks);
+                        prop_assert!(!resolved.contains(&h.origin), "a resolved half checked: {h:?}");
+                    }
+                    Step::Discard(h) => prop_assert!(h.checks >= cfg.max_checks && !resolved.contains(&h.origin)),
+                }
+            }
+            // At most one check of a half per pass, whatever copies of it the log holds.
+            let checked: Vec<u64> = p.steps.iter().map(|s| match s { Step::Check(h) | Step::Discard(h) => h.origin }).collect();
+            let unique: BTreeSet<u64> = checked.iter().copied().collect();
+            prop_assert_eq!(unique.len(), checked.len());
+            // T7: every op record the op offset passed names a half behind the check offset.
+            for op in ops.iter().filter(|o| o.offset < p.op_offset) {
+                prop_assert!(op.origin < p.check_offset, "op record {op:?} skipped");
+            }
+            prop_assert!(p.check_offset >= 100 && p.op_offset >= 50);
+        }
+    }
+}
