@@ -1,5 +1,7 @@
-//! Pure decision logic of a producer: its cached routes and the queue each send goes to.
+//! A producer: its client, its cached routes and the queue each send goes to
+//! (pure decision logic), and its local transactions.
 
 pub mod client;
+pub mod local_tx;
 pub mod select;
 pub use client::{Producer, SendOutcome};
