@@ -1,5 +1,6 @@
-//! The decision logic of the broker's transaction check-back service, as a
-//! pure function of the half and op logs (RocketMQ's
+//! The decision logic of the broker's transactions: what an end message or a
+//! check-back's answer does to a half, and the check-back service's pass, as
+//! a pure function of the half and op logs (RocketMQ's
 //! `TransactionalMessageServiceImpl.check`).
 //!
 //! A half message waits in the half log until an op record (written on commit
@@ -108,6 +109,61 @@ pub fn pass(cfg: &CheckConfig, now_ms: u64, check_offset: u64, halves: &[Half], 
     Pass { steps, check_offset: next, op_offset: op_next }
 }
 
+/// What the broker knows of a half when an end message, or a check-back's
+/// answer, arrives for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HalfFate {
+    /// No op record names it. `real_written`: its real message is in its real
+    /// queue already (a commit whose op write a crash cut off).
+    Pending { real_written: bool },
+    /// An op record names it: committed or rolled back.
+    Resolved,
+    /// Moved to the discard log after the maximum of checks.
+    Discarded,
+    /// No half of that offset in the half log.
+    Unknown,
+}
+
+/// The producer's word: an end message's, or a check-back's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Resolution {
+    Commit,
+    Rollback,
+    Unknown,
+}
+
+/// What the broker does with a producer's word about a half.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndAction {
+    /// Write the real message, then the op record, in that order: a crash
+    /// between them leaves a half that is checked again, never a lost commit.
+    RealThenOp,
+    /// Write only the op record: a rollback, or the rest of a commit that a crash cut short.
+    OpOnly,
+    /// Change nothing, for this reason (T8: the half is resolved or
+    /// discarded already; or the word is "unknown").
+    Nothing(&'static str),
+}
+
+/// The action for `word` about a half whose fate is `fate`.
+pub fn on_end(fate: HalfFate, word: Resolution) -> EndAction {
+    match (fate, word) {
+        (HalfFate::Resolved, _) => EndAction::Nothing("resolved already"),
+        (HalfFate::Discarded, _) => EndAction::Nothing("discarded after the maximum of checks"),
+        (HalfFate::Unknown, _) => EndAction::Nothing("no such half"),
+        (HalfFate::Pending { .. }, Resolution::Unknown) => EndAction::Nothing("unknown: checked again later"),
+        (HalfFate::Pending { real_written: false }, Resolution::Commit) => EndAction::RealThenOp,
+        // The real message is there: writing it again would duplicate it (T4).
+        (HalfFate::Pending { real_written: true }, Resolution::Commit) => EndAction::OpOnly,
+        (HalfFate::Pending { real_written: false }, Resolution::Rollback) => EndAction::OpOnly,
+        // A local decision is final, so this cannot be the producer's: refuse
+        // rather than record a rollback of a delivered message (T3).
+        (HalfFate::Pending { real_written: true }, Resolution::Rollback) => {
+            EndAction::Nothing("rollback of a message committed already")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +194,23 @@ mod tests {
         let p = pass(&cfg, 10_000, 5, &halves, 3, &ops);
         assert_eq!((p.check_offset, p.op_offset), (5, 3));
         assert!(p.steps.is_empty());
+    }
+
+    #[test]
+    fn an_end_after_resolution_or_discard_changes_nothing() {
+        use Resolution::*;
+        for word in [Commit, Rollback, Unknown] {
+            for fate in [HalfFate::Resolved, HalfFate::Discarded, HalfFate::Unknown] {
+                assert!(matches!(on_end(fate, word), EndAction::Nothing(_)), "{fate:?} {word:?}");
+            }
+        }
+        let fresh = HalfFate::Pending { real_written: false };
+        let cut_short = HalfFate::Pending { real_written: true };
+        assert_eq!(on_end(fresh, Commit), EndAction::RealThenOp);
+        assert_eq!(on_end(fresh, Rollback), EndAction::OpOnly);
+        assert_eq!(on_end(cut_short, Commit), EndAction::OpOnly, "a commit's second half, never a second copy");
+        assert!(matches!(on_end(cut_short, Rollback), EndAction::Nothing(_)));
+        assert!(matches!(on_end(fresh, Unknown), EndAction::Nothing(_)));
     }
 
     /// A half log of `n` copies with ages and check counts drawn, some put
