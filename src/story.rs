@@ -264,7 +264,7 @@ mod tests {
             received: received.into_iter().collect(),
             lost: received.is_none().then(|| Lost { at: Some(t), by: "drop rule".into(), action: Some(0) }),
         };
-        rec(t, from, Body::Message(m))
+        rec(t, from, Body::Message(Box::new(m)))
     }
 
     /// A writer's add to ledger 1 acknowledged after a drop rule began, with

@@ -61,7 +61,8 @@ pub enum Body {
         probe: Probe,
     },
     /// The node sent this message (only in a run with its message trace on).
-    Message(Message),
+    /// Boxed: it is large, and every record of every run would pay for it.
+    Message(Box<Message>),
 }
 
 /// What the nemesis did.
@@ -246,11 +247,11 @@ pub fn with_trace(records: &[Record], trace: Vec<(u64, String, Message)>) -> Vec
                 break;
             }
             let (t, node, m) = messages.next().expect("peeked");
-            out.push(Record { t, node, body: Body::Message(m) });
+            out.push(Record { t, node, body: Body::Message(Box::new(m)) });
         }
         out.push(r.clone());
     }
-    out.extend(messages.map(|(t, node, m)| Record { t, node, body: Body::Message(m) }));
+    out.extend(messages.map(|(t, node, m)| Record { t, node, body: Body::Message(Box::new(m)) }));
     out
 }
 
