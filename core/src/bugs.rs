@@ -37,6 +37,24 @@ pub enum Bug {
     ProducerRetryNewId,
     /// A broker that takes a queue over indexes keys only of what it stores from then on.
     IndexSkipsTakenOverLog,
+    /// The broker never checks back on halves.
+    TxNoCheckback,
+    /// A re-put half is not durable before the check offset moves (RocketMQ #544).
+    TxImmunityLosesHalf,
+    /// Two copies of one end message both commit (RocketMQ #5574).
+    TxDuplicateEndCommitsTwice,
+    /// An end message after a check-back resolved the half is applied again (RocketMQ #8158).
+    TxEndAfterCheck,
+    /// A failed check pass stops the queue's checks for good (RocketMQ #9500).
+    TxCheckOffsetStuck,
+    /// A half's age is taken from the producer's clock (RocketMQ #9640).
+    TxCheckByProducerClock,
+    /// A commit writes the op record before the real message.
+    TxOpBeforeReal,
+    /// Check-backs ignore the maximum.
+    TxCheckUnbounded,
+    /// A half is stored in its real queue too.
+    TxHalfVisible,
 }
 
 impl Bug {
@@ -56,6 +74,15 @@ impl Bug {
         Bug::OffsetsInMemory,
         Bug::ProducerRetryNewId,
         Bug::IndexSkipsTakenOverLog,
+        Bug::TxNoCheckback,
+        Bug::TxImmunityLosesHalf,
+        Bug::TxDuplicateEndCommitsTwice,
+        Bug::TxEndAfterCheck,
+        Bug::TxCheckOffsetStuck,
+        Bug::TxCheckByProducerClock,
+        Bug::TxOpBeforeReal,
+        Bug::TxCheckUnbounded,
+        Bug::TxHalfVisible,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +102,15 @@ impl Bug {
             Bug::OffsetsInMemory => "offsets-in-memory",
             Bug::ProducerRetryNewId => "producer-retry-new-id",
             Bug::IndexSkipsTakenOverLog => "index-skips-taken-over-log",
+            Bug::TxNoCheckback => "tx-no-checkback",
+            Bug::TxImmunityLosesHalf => "tx-immunity-loses-half",
+            Bug::TxDuplicateEndCommitsTwice => "tx-duplicate-end-commits-twice",
+            Bug::TxEndAfterCheck => "tx-end-after-check",
+            Bug::TxCheckOffsetStuck => "tx-check-offset-stuck",
+            Bug::TxCheckByProducerClock => "tx-check-by-producer-clock",
+            Bug::TxOpBeforeReal => "tx-op-before-real",
+            Bug::TxCheckUnbounded => "tx-check-unbounded",
+            Bug::TxHalfVisible => "tx-half-visible",
         }
     }
 
@@ -103,6 +139,15 @@ impl Bug {
             Bug::OffsetsInMemory => "a broker keeps consumer offsets only in memory; a takeover loses them",
             Bug::ProducerRetryNewId => "a producer retry of a send gets a new message id",
             Bug::IndexSkipsTakenOverLog => "a broker that opens a queue's log starts its key index at the log's end, so a query by key misses what was stored before",
+            Bug::TxNoCheckback => "the broker's check-back service never runs, so a half whose end message was lost is never resolved",
+            Bug::TxImmunityLosesHalf => "a check pass moves its check offset before the half it put again is durable, so a failed put loses the half (RocketMQ #544/#548)",
+            Bug::TxDuplicateEndCommitsTwice => "end messages are not serialized per queue: two copies of one commit both find the half pending and write the real message twice (RocketMQ #5574)",
+            Bug::TxEndAfterCheck => "an end message that arrives after a check-back resolved the half is applied again (RocketMQ #8158)",
+            Bug::TxCheckOffsetStuck => "a failure in a check pass leaves the offsets and stops the queue's check-backs, so its halves are never checked again (RocketMQ #9500)",
+            Bug::TxCheckByProducerClock => "a half's age is the broker's wall clock minus the producer's born timestamp, so clock skew makes check-backs early (RocketMQ #9640)",
+            Bug::TxOpBeforeReal => "a commit writes the op record before the real message, so a failure between them loses a committed message",
+            Bug::TxCheckUnbounded => "the check-back service ignores the maximum of checks and never discards a half",
+            Bug::TxHalfVisible => "a half is stored in its real queue as well, so consumers see it before the producer commits",
         }
     }
 

@@ -96,6 +96,17 @@ probes! {
     // Broker.
     BrokerTookOverQueue = "broker-took-over-queue": "a broker took over a queue it was not chosen for, left unowned by another",
     KeyIndexReadFromLog = "key-index-read-from-log": "a query by key caught a queue's key index up by reading the log (a log the broker opened, not one it wrote all of)",
+    // Transactions.
+    TxCheckAnsweredCommit = "tx-check-answered-commit": "a check-back was answered commit and the broker committed the half",
+    TxCheckAnsweredRollback = "tx-check-answered-rollback": "a check-back was answered rollback and the broker rolled the half back",
+    TxCheckAnsweredUnknown = "tx-check-answered-unknown": "a check-back was answered unknown (the local transaction still ran)",
+    TxEndAfterResolved = "tx-end-after-resolved": "an end message arrived for a half a check-back had resolved, and changed nothing",
+    TxEndAfterDiscard = "tx-end-after-discard": "an end message or answer arrived for a half discarded after the maximum of checks",
+    TxHalfDiscarded = "tx-half-discarded": "a half reached the maximum of checks and moved to the discard log",
+    TxPassAfterTakeover = "tx-pass-after-takeover": "a check pass on a taken-over queue resumed from the stored check offset, past halves the last owner handled",
+    TxCommitFinishedOpOnly = "tx-commit-finished-op-only": "a commit found its real message written (the op write lost to a crash) and wrote only the op record",
+    TxNoLiveProducer = "tx-no-live-producer": "a check-back found no live producer of the group and waited for the next pass",
+    TxCheckOtherProducer = "tx-check-other-producer": "a check-back went to another producer of the group than the half's sender",
     // NameServer.
     NameserverIgnoredOlderRegistration = "nameserver-ignored-older-registration": "a broker's registration arrived after a newer one and was ignored",
     NameserverExpiredBroker = "nameserver-expired-broker": "a NameServer dropped a broker whose registrations stopped",

@@ -3,12 +3,12 @@
 
 use crate::env::Kind;
 use crate::rpc::Protocol;
-use crate::{bookie, broker, meta, nameserver};
+use crate::{bookie, broker, meta, nameserver, producer};
 use serde::Serialize;
 
 /// Every message kind of every protocol.
 pub fn kinds() -> impl Iterator<Item = Kind> {
-    [meta::KINDS, bookie::KINDS, nameserver::KINDS, broker::KINDS].into_iter().flatten().copied()
+    [meta::KINDS, bookie::KINDS, nameserver::KINDS, broker::KINDS, producer::proto::KINDS].into_iter().flatten().copied()
 }
 
 /// Takes a decoded request or response, whatever its protocol (for message traces).
@@ -32,6 +32,7 @@ pub fn visit_body(service: u8, reply: bool, body: &[u8], v: &mut impl Visit) -> 
         bookie::Bookie::SERVICE => decode::<bookie::Bookie>(reply, body, v),
         nameserver::NameServer::SERVICE => decode::<nameserver::NameServer>(reply, body, v),
         broker::Broker::SERVICE => decode::<broker::Broker>(reply, body, v),
+        producer::proto::TxCheck::SERVICE => decode::<producer::proto::TxCheck>(reply, body, v),
         _ => false,
     }
 }
@@ -45,8 +46,13 @@ mod tests {
         let names: Vec<&str> = kinds().map(Kind::name).collect();
         let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
         assert_eq!(names.len(), unique.len(), "{names:?}");
-        let services =
-            [meta::Meta::SERVICE, bookie::Bookie::SERVICE, nameserver::NameServer::SERVICE, broker::Broker::SERVICE];
+        let services = [
+            meta::Meta::SERVICE,
+            bookie::Bookie::SERVICE,
+            nameserver::NameServer::SERVICE,
+            broker::Broker::SERVICE,
+            producer::proto::TxCheck::SERVICE,
+        ];
         let unique: std::collections::BTreeSet<u8> = services.into_iter().collect();
         assert_eq!(unique.len(), services.len(), "{services:?}");
     }

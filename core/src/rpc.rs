@@ -50,6 +50,9 @@ enum Header {
     Reply { id: u64, caller: u64 },
     /// The call was not executed: the callee is now incarnation `callee`.
     Stale { id: u64, caller: u64, callee: u64 },
+    /// A one-way request of `service` from the caller's incarnation `caller`:
+    /// no answer, whatever incarnation the callee is.
+    Notify { caller: u64, service: u8 },
 }
 
 /// A frame as a message trace shows it: its header, and the body's bytes.
@@ -61,6 +64,8 @@ pub enum Frame<'a> {
     Reply { id: u64, caller: u64, body: &'a [u8] },
     /// The call was not executed: the callee restarted as incarnation `callee`.
     Stale { id: u64, caller: u64, callee: u64 },
+    /// A one-way request to service `service`.
+    Notify { caller: u64, service: u8, body: &'a [u8] },
 }
 
 /// Reads a frame's header, for message traces; `None` when it is not a frame.
@@ -70,6 +75,7 @@ pub fn frame(bytes: &[u8]) -> Option<Frame<'_>> {
         Header::Call { id, caller, service, .. } => Frame::Call { id, caller, service, body },
         Header::Reply { id, caller } => Frame::Reply { id, caller, body },
         Header::Stale { id, caller, callee } => Frame::Stale { id, caller, callee },
+        Header::Notify { caller, service } => Frame::Notify { caller, service, body },
     })
 }
 
@@ -133,6 +139,8 @@ pub struct Incoming<P: Protocol> {
     pub req: P::Request,
     id: u64,
     caller: u64,
+    /// Sent with [`Rpc::notify`]: no one waits for an answer.
+    oneway: bool,
 }
 
 /// The requests a service receives, in arrival order.
@@ -143,7 +151,7 @@ trait Inbox: Send + Sync {
     /// The kind of the request in `body`; `None` when undecodable.
     fn kind_of(&self, body: &[u8]) -> Option<Kind>;
     /// Decodes `body` and queues it; false when undecodable.
-    fn deliver(&self, from: String, id: u64, caller: u64, body: &[u8]) -> bool;
+    fn deliver(&self, from: String, id: u64, caller: u64, oneway: bool, body: &[u8]) -> bool;
 }
 
 struct Queue<P: Protocol>(mpsc::UnboundedSender<Incoming<P>>);
@@ -153,9 +161,9 @@ impl<P: Protocol> Inbox for Queue<P> {
         postcard::from_bytes::<P::Request>(body).ok().map(|req| P::kind(&req))
     }
 
-    fn deliver(&self, from: String, id: u64, caller: u64, body: &[u8]) -> bool {
+    fn deliver(&self, from: String, id: u64, caller: u64, oneway: bool, body: &[u8]) -> bool {
         let Ok(req) = postcard::from_bytes::<P::Request>(body) else { return false };
-        let _ = self.0.unbounded_send(Incoming { from, kind: P::kind(&req), req, id, caller });
+        let _ = self.0.unbounded_send(Incoming { from, kind: P::kind(&req), req, id, caller, oneway });
         true
     }
 }
@@ -246,8 +254,17 @@ impl Rpc {
                 if !self.first_time(&from, caller, id) {
                     return self.events.probe(Probe::RpcDuplicateDropped);
                 }
-                if !inbox.deliver(from, id, caller, body) {
+                if !inbox.deliver(from, id, caller, false, body) {
                     tracing::warn!(service, "undecodable request dropped");
+                }
+            }
+            // One-way: as a message on a connection opened for it, it runs
+            // whatever the incarnations, and a copy the network duplicated runs again.
+            Header::Notify { caller, service } => {
+                let inbox = self.services.lock().expect("rpc services").get(&service).cloned();
+                let Some(inbox) = inbox else { return };
+                if !inbox.deliver(from, 0, caller, true, body) {
+                    tracing::warn!(service, "undecodable one-way request dropped");
                 }
             }
             // Meant for this node's previous incarnation: no call of ours waits for it.
@@ -337,7 +354,19 @@ impl Rpc {
         }
     }
 
+    /// Sends `req` to service `P` on `to` one-way (RocketMQ's `invokeOneway`):
+    /// no answer, no resend; it may be lost, delayed or duplicated.
+    pub async fn notify<P: Protocol>(&self, to: &str, req: &P::Request) {
+        let kind = MsgKind { kind: P::kind(req), reply: false };
+        let frame = encode(&Header::Notify { caller: self.incarnation, service: P::SERVICE }, req);
+        self.net.send(to, kind, frame).await;
+    }
+
+    /// Answers `to`; nothing is sent for a one-way request.
     pub async fn reply<P: Protocol>(&self, to: &Incoming<P>, resp: &P::Response) {
+        if to.oneway {
+            return;
+        }
         let frame = encode(&Header::Reply { id: to.id, caller: to.caller }, resp);
         self.net.send(&to.from, MsgKind { kind: to.kind, reply: true }, frame).await;
     }

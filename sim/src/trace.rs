@@ -173,6 +173,10 @@ fn describe(bytes: &[u8], calls: &mut BTreeMap<(u64, u64), (u8, Vec<String>)>, m
                 None => m.summary = "reply to an untraced call".into(),
             }
         }
+        Some(Frame::Notify { caller, service, body }) => {
+            let (summary, threads) = body_summary(service, false, body);
+            (m.caller, m.summary, m.threads) = (caller, format!("one-way {summary}"), threads);
+        }
         Some(Frame::Stale { id, caller, callee }) => {
             (m.caller, m.call) = (caller, id);
             m.threads = calls.get(&(caller, id)).map(|(_, t)| t.clone()).unwrap_or_default();

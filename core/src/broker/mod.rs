@@ -5,6 +5,7 @@
 pub mod index;
 pub mod proto;
 mod server;
+pub mod tx;
 pub mod txn;
 
 pub use proto::{Broker, Request, Response, KINDS};

@@ -1,5 +1,6 @@
 //! What travels between producers, consumers and brokers.
 
+use super::txn::Resolution;
 use crate::env::Kind;
 use crate::message::{Message, QueueId, StoredMessage};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,17 @@ pub enum Request {
     /// The messages with `key` in the queues of `topic` this broker owns, up
     /// to `max` of them, never past what is durable (RocketMQ's queryMessage).
     QueryKey { topic: String, key: String, max: u32 },
+    /// Stores `message` as the half of a transaction of producer group
+    /// `group`, for `queue`, in the queue's half log (never served to
+    /// consumers); answered with the half's offset there once durable.
+    /// `born_ms`: the producer's wall clock when it sent the half.
+    SendHalf { queue: QueueId, group: String, message: Message, born_ms: u64 },
+    /// One-way: the producer's word about the half at `half` (its first
+    /// copy) of `queue`: an end message, or (`from_check`) the answer to a check-back.
+    EndTx { queue: QueueId, half: u64, msg_id: String, word: Resolution, from_check: bool },
+    /// One-way, every few seconds: this producer of `group` is alive, so
+    /// check-backs for the group's halves may go to it.
+    Heartbeat { group: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,9 +64,21 @@ pub mod kind {
     pub const FETCH_OFFSET: Kind = Kind::new("FetchOffset");
     pub const COMMIT: Kind = Kind::new("CommitOffset");
     pub const QUERY_KEY: Kind = Kind::new("QueryMessage");
+    pub const SEND_HALF: Kind = Kind::new("SendHalfMessage");
+    pub const END_TX: Kind = Kind::new("EndTransaction");
+    pub const HEARTBEAT: Kind = Kind::new("ProducerHeartbeat");
 }
 
-pub const KINDS: &[Kind] = &[kind::SEND, kind::PULL, kind::FETCH_OFFSET, kind::COMMIT, kind::QUERY_KEY];
+pub const KINDS: &[Kind] = &[
+    kind::SEND,
+    kind::PULL,
+    kind::FETCH_OFFSET,
+    kind::COMMIT,
+    kind::QUERY_KEY,
+    kind::SEND_HALF,
+    kind::END_TX,
+    kind::HEARTBEAT,
+];
 
 /// The broker, as a protocol a node serves.
 pub struct Broker;
@@ -71,6 +95,9 @@ impl crate::rpc::Protocol for Broker {
             Request::FetchOffset { .. } => kind::FETCH_OFFSET,
             Request::Commit { .. } => kind::COMMIT,
             Request::QueryKey { .. } => kind::QUERY_KEY,
+            Request::SendHalf { .. } => kind::SEND_HALF,
+            Request::EndTx { .. } => kind::END_TX,
+            Request::Heartbeat { .. } => kind::HEARTBEAT,
         }
     }
 }

@@ -6,6 +6,8 @@
 
 use super::index::KeyIndex;
 use super::proto::{Broker, Request, Response};
+use super::tx::{self, Producers, TxLogs};
+use super::txn::CheckConfig;
 use crate::bugs::Bug;
 use crate::env::Env;
 use crate::ledger::LedgerClient;
@@ -27,6 +29,8 @@ pub struct Topic {
     pub name: String,
     pub queues: u32,
     pub brokers: Vec<String>,
+    /// Takes transactional messages: its queues have half, op and discard logs.
+    pub transactional: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -41,6 +45,8 @@ pub struct Config {
     pub takeover_after: Duration,
     /// Told of every registration, for a workload to record.
     pub registrations: Option<Registrations>,
+    /// The check-back service of transactional topics.
+    pub check: CheckConfig,
 }
 
 /// Sees a broker's registrations: `start` before each is sent (a token
@@ -76,20 +82,39 @@ const NAMESERVER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How soon a registration a NameServer did not acknowledge is sent again.
 const REGISTER_RETRY: Duration = Duration::from_secs(3);
 
-/// A queue this broker owns: its log, and the log's index by key.
+/// A queue this broker owns: its log, the log's index by key, and its
+/// transaction logs if its topic is transactional.
 #[derive(Clone)]
 struct Owned {
     ml: ManagedLedger,
     index: Arc<Mutex<KeyIndex>>,
+    tx: Option<Arc<TxLogs>>,
 }
 
 impl Owned {
     /// A log just opened, with an empty index that queries catch up from the
     /// log (unless the planted bug takes the log as indexed already).
-    fn new(env: &Env, ml: ManagedLedger) -> Owned {
+    fn new(env: &Env, ml: ManagedLedger, tx: Option<TxLogs>) -> Owned {
         let upto = if env.bug(Bug::IndexSkipsTakenOverLog) { ml.end() } else { 0 };
-        Owned { ml, index: Arc::new(Mutex::new(KeyIndex::starting_at(upto))) }
+        Owned { ml, index: Arc::new(Mutex::new(KeyIndex::starting_at(upto))), tx: tx.map(Arc::new) }
     }
+
+    /// Why the queue takes no more writes, if it does not.
+    fn failed(&self) -> Option<MlError> {
+        self.ml.failed().or_else(|| self.tx.as_ref().and_then(|t| t.failed()))
+    }
+}
+
+/// The keys a message is indexed under: its own, and its id (a key no
+/// producer can give), so a commit can tell its real message is stored.
+fn index_keys(m: &message::Message) -> Vec<String> {
+    let mut keys = m.keys.clone();
+    keys.push(id_key(&m.msg_id));
+    keys
+}
+
+fn id_key(msg_id: &str) -> String {
+    format!("\u{1}id {msg_id}")
 }
 
 #[derive(Default)]
@@ -99,6 +124,8 @@ struct State {
     changed: bool,
     /// Offsets kept only here (the planted bug `offsets-in-memory`).
     offsets: BTreeMap<(String, QueueId), u64>,
+    /// The producers of each group heard from, for check-backs.
+    producers: Producers,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -108,6 +135,9 @@ pub async fn serve(env: Env, config: Config) {
     let c = LedgerClient::new(&env, &config.meta_server);
     madsim::task::spawn(own(env.clone(), c.clone(), config.clone(), state.clone()));
     madsim::task::spawn(register(env.clone(), config.clone(), state.clone()));
+    if config.topics.iter().any(|t| t.transactional) {
+        madsim::task::spawn(check_back(env.clone(), config.check, state.clone()));
+    }
     let (rpc, mut requests) = Rpc::serve::<Broker>(&env);
     while let Some(inc) = rpc::next_request(&mut requests).await {
         let (env, rpc, state) = (env.clone(), rpc.clone(), state.clone());
@@ -120,7 +150,7 @@ pub async fn serve(env: Env, config: Config) {
 
 /// The queue if this broker owns it and its log still takes writes.
 fn owner_of(state: &Shared, q: &QueueId) -> Option<Owned> {
-    state.lock().expect("broker").owned.get(q).filter(|o| o.ml.failed().is_none()).cloned()
+    state.lock().expect("broker").owned.get(q).filter(|o| o.failed().is_none()).cloned()
 }
 
 async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
@@ -128,8 +158,15 @@ async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
         Request::Send { queue, .. }
         | Request::Pull { queue, .. }
         | Request::FetchOffset { queue, .. }
-        | Request::Commit { queue, .. } => queue,
+        | Request::Commit { queue, .. }
+        | Request::SendHalf { queue, .. }
+        | Request::EndTx { queue, .. } => queue,
         Request::QueryKey { topic, key, max } => return query_key(env, state, topic, key, *max).await,
+        Request::Heartbeat { group } => {
+            let now = env.clock.mono().as_millis() as u64;
+            state.lock().expect("broker").producers.heard(group, &inc.from, now);
+            return Response::Committed;
+        }
     };
     let Some(owned) = owner_of(state, queue) else { return Response::NotOwner };
     let ml = &owned.ml;
@@ -158,7 +195,78 @@ async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
                 Err(e) => Response::Failed(e.to_string()),
             }
         }
-        Request::QueryKey { .. } => unreachable!("answered above"),
+        Request::SendHalf { group, message, born_ms, .. } => {
+            let Some(tx) = &owned.tx else { return Response::Failed(format!("{queue} is not transactional")) };
+            if env.bug(Bug::TxHalfVisible) {
+                if let Err(e) = append_real(&owned, message.clone()).await {
+                    return Response::Failed(e.to_string());
+                }
+            }
+            match tx.store_half(env, group, &inc.from, message, *born_ms).await {
+                Ok(offset) => Response::Sent { offset },
+                Err(e) => Response::Failed(e.to_string()),
+            }
+        }
+        Request::EndTx { half, msg_id, word, from_check, .. } => {
+            let Some(tx) = &owned.tx else { return Response::Failed(format!("{queue} is not transactional")) };
+            let write_real = |m: message::Message| -> futures::future::BoxFuture<'static, Result<u64, MlError>> {
+                let owned = owned.clone();
+                Box::pin(async move { append_real(&owned, m).await })
+            };
+            let is_written = |id: String| -> futures::future::BoxFuture<'static, Result<bool, MlError>> {
+                let (env, owned) = (env.clone(), owned.clone());
+                Box::pin(async move {
+                    if !catch_up(&env, &owned, owned.ml.end()).await {
+                        return Err(MlError::Unreadable);
+                    }
+                    Ok(!owned.index.lock().expect("key index").lookup(&id_key(&id)).is_empty())
+                })
+            };
+            match tx::end(env, tx, *half, msg_id, *word, *from_check, &write_real, &is_written).await {
+                Ok(()) => Response::Committed,
+                Err(e) => Response::Failed(e.to_string()),
+            }
+        }
+        Request::QueryKey { .. } | Request::Heartbeat { .. } => unreachable!("answered above"),
+    }
+}
+
+/// Appends `message` to the queue's log and indexes it; its offset once durable.
+async fn append_real(owned: &Owned, message: message::Message) -> Result<u64, MlError> {
+    let (done_tx, done_rx) = futures::channel::oneshot::channel();
+    let (index, keys) = (owned.index.clone(), index_keys(&message));
+    owned.ml.append_then(message::encode(&message), move |r| {
+        if let Ok(offset) = r {
+            index.lock().expect("key index").add(offset, &keys);
+        }
+        let _ = done_tx.send(r);
+    });
+    done_rx.await.unwrap_or(Err(MlError::Fenced))
+}
+
+/// Every interval, a check pass over each owned transactional queue.
+async fn check_back(env: Env, cfg: CheckConfig, state: Shared) {
+    if env.bug(Bug::TxNoCheckback) {
+        return;
+    }
+    loop {
+        env.sleep(tx::interval(&cfg)).await;
+        let queues: Vec<(QueueId, Arc<TxLogs>)> = {
+            let s = state.lock().expect("broker");
+            s.owned.iter().filter_map(|(q, o)| Some((q.clone(), o.tx.clone()?))).collect()
+        };
+        for (q, logs) in queues {
+            if logs.failed().is_some() {
+                continue;
+            }
+            let pick = |group: &str| {
+                let now = env.clock.mono().as_millis() as u64;
+                state.lock().expect("broker").producers.pick(group, now)
+            };
+            if let Err(e) = tx::check_pass(&env, &cfg, &q, &logs, &pick).await {
+                tracing::debug!(queue = %q, "check pass failed: {e}");
+            }
+        }
     }
 }
 
@@ -168,7 +276,7 @@ async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
 async fn send(env: &Env, owned: &Owned, message: &message::Message) -> Response {
     let (queued_tx, queued_rx) = futures::channel::oneshot::channel();
     let (done_tx, done_rx) = futures::channel::oneshot::channel();
-    let (index, keys) = (owned.index.clone(), message.keys.clone());
+    let (index, keys) = (owned.index.clone(), index_keys(message));
     owned.ml.append_queued(
         message::encode(message),
         move |offset| {
@@ -223,7 +331,7 @@ async fn pull(ml: &ManagedLedger, offset: u64, max: u32, tags: &[String]) -> Res
 async fn query_key(env: &Env, state: &Shared, topic: &str, key: &str, max: u32) -> Response {
     let queues: Vec<(u32, Owned)> = {
         let s = state.lock().expect("broker");
-        let owned = s.owned.iter().filter(|(q, o)| q.topic == topic && o.ml.failed().is_none());
+        let owned = s.owned.iter().filter(|(q, o)| q.topic == topic && o.failed().is_none());
         owned.map(|(q, o)| (q.queue, o.clone())).collect()
     };
     let (mut searched, mut found) = (Vec::new(), Vec::new());
@@ -262,20 +370,20 @@ async fn catch_up(env: &Env, owned: &Owned, end: u64) -> bool {
         }
         let Some(message) = owned.ml.read(next).await.ok().and_then(|p| message::decode(&p)) else { return false };
         env.probe(Probe::KeyIndexReadFromLog);
-        owned.index.lock().expect("key index").add(next, &message.keys);
+        owned.index.lock().expect("key index").add(next, &index_keys(&message));
     }
 }
 
 /// Takes and keeps queues, one session at a time.
 async fn own(env: Env, c: LedgerClient, config: Config, state: Shared) {
     let random = env.random("broker-ownership");
-    let queues: Vec<(QueueId, bool)> = config
+    let queues: Vec<(QueueId, bool, bool)> = config
         .topics
         .iter()
         .flat_map(|t| {
             (0..t.queues).map(|q| {
                 let chosen = t.brokers.get(q as usize % t.brokers.len().max(1)) == Some(&env.name);
-                (QueueId::new(t.name.clone(), q), chosen)
+                (QueueId::new(t.name.clone(), q), chosen, t.transactional)
             })
         })
         .collect();
@@ -283,11 +391,12 @@ async fn own(env: Env, c: LedgerClient, config: Config, state: Shared) {
         let session = Session::open(&env, &c.meta, config.session_timeout).await;
         let mut unowned_since: BTreeMap<QueueId, Duration> = BTreeMap::new();
         while !session.is_expired() {
-            for (q, chosen) in &queues {
+            for (q, chosen, transactional) in &queues {
                 if session.is_expired() {
                     break;
                 }
-                look_at(&env, &c, &config, &state, &session, q, *chosen, &mut unowned_since).await;
+                let how = Look { chosen: *chosen, transactional: *transactional };
+                look_at(&env, &c, &config, &state, &session, q, how, &mut unowned_since).await;
             }
             env.sleep(random.jitter(OWNERSHIP_EVERY)).await;
         }
@@ -300,6 +409,14 @@ async fn own(env: Env, c: LedgerClient, config: Config, state: Shared) {
     }
 }
 
+/// How a broker looks at a queue: whether it was chosen for it, and whether
+/// its topic is transactional.
+#[derive(Clone, Copy)]
+struct Look {
+    chosen: bool,
+    transactional: bool,
+}
+
 /// One look at queue `q`: keep it, drop it, or take it.
 #[allow(clippy::too_many_arguments)]
 async fn look_at(
@@ -309,10 +426,10 @@ async fn look_at(
     state: &Shared,
     session: &Session,
     q: &QueueId,
-    chosen: bool,
+    Look { chosen, transactional }: Look,
     unowned_since: &mut BTreeMap<QueueId, Duration>,
 ) {
-    let held = state.lock().expect("broker").owned.get(q).map(|o| o.ml.failed().is_some());
+    let held = state.lock().expect("broker").owned.get(q).map(|o| o.failed().is_some());
     match held {
         Some(false) => return,
         Some(true) => {
@@ -351,13 +468,18 @@ async fn look_at(
         return;
     }
     unowned_since.remove(q);
-    match ManagedLedger::open(c, &log_name(q), config.ledger).await {
-        Ok(ml) => {
+    let opened = async {
+        let ml = ManagedLedger::open(c, &log_name(q), config.ledger).await?;
+        let tx = if transactional { Some(TxLogs::open(env, c, &log_name(q), config.ledger).await?) } else { None };
+        Ok::<_, MlError>((ml, tx))
+    };
+    match opened.await {
+        Ok((ml, tx)) => {
             if !chosen {
                 env.probe(Probe::BrokerTookOverQueue);
             }
             let mut s = state.lock().expect("broker");
-            s.owned.insert(q.clone(), Owned::new(env, ml));
+            s.owned.insert(q.clone(), Owned::new(env, ml, tx));
             s.changed = true;
         }
         Err(_) => session.unlock(&owner_lock(q)).await,

@@ -158,6 +158,35 @@ impl Producer {
     /// Sends `message` (its msg_id already set by the caller) to a queue of its
     /// topic: round-robin, or by hash of `shard` when given.
     pub async fn send(&self, message: Message, shard: Option<&str>) -> SendOutcome {
+        self.send_as(message, shard, |queue, message| broker::Request::Send { queue, message }).await
+    }
+
+    /// Sends `message` as the half of a transaction of producer group `group`
+    /// (tries and retries as [`Producer::send`]); `Ok` names the half's offset
+    /// in its queue's half log.
+    pub async fn send_half(&self, message: Message, group: &str) -> SendOutcome {
+        let born_ms = self.inner.env.clock.wall_ms();
+        let group = group.to_string();
+        self.send_as(message, None, move |queue, message| broker::Request::SendHalf {
+            queue,
+            group: group.clone(),
+            message,
+            born_ms,
+        })
+        .await
+    }
+
+    /// Sends `req` one-way to `broker`.
+    pub async fn notify(&self, broker: &str, req: &broker::Request) {
+        self.inner.rpc.notify::<Broker>(broker, req).await;
+    }
+
+    async fn send_as(
+        &self,
+        message: Message,
+        shard: Option<&str>,
+        request: impl Fn(QueueId, Message) -> broker::Request,
+    ) -> SendOutcome {
         let env = &self.inner.env;
         let deadline = env.clock.mono() + SEND_TIMEOUT;
         let original_id = message.msg_id.clone();
@@ -180,7 +209,7 @@ impl Producer {
                 env.probe(Probe::ProducerRetriedOtherBroker);
             }
             message.msg_id = try_id(&original_id, attempt, env.bug(Bug::ProducerRetryNewId));
-            let req = broker::Request::Send { queue: queue.clone(), message: message.clone() };
+            let req = request(queue.clone(), message.clone());
             let result = match self.inner.rpc.call::<Broker>(&broker, &req, left.min(TRY_TIMEOUT)).await {
                 Ok(broker::Response::Sent { offset }) => TryResult::Sent { broker, queue, offset },
                 Ok(broker::Response::NotOwner) => {

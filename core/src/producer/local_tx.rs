@@ -116,6 +116,11 @@ impl LocalTx {
     pub fn state(&self, tx: &str) -> Option<TxState> {
         self.states.get(tx).copied()
     }
+
+    /// Every transaction begun, with its state.
+    pub fn states(&self) -> &BTreeMap<String, TxState> {
+        &self.states
+    }
 }
 
 #[cfg(test)]

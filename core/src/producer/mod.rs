@@ -3,5 +3,7 @@
 
 pub mod client;
 pub mod local_tx;
+pub mod proto;
 pub mod select;
+pub mod transactional;
 pub use client::{Producer, SendOutcome};

@@ -77,11 +77,13 @@ impl Plan {
                 name: self.topic.clone(),
                 queues: self.queues,
                 brokers: (0..self.brokers).map(|i| format!("broker-{i}")).collect(),
+                transactional: false,
             }],
             ledger: managed::Config { e: self.shape.0, qw: self.shape.1, qa: self.shape.2, rollover: self.rollover },
             session_timeout: self.session_timeout,
             takeover_after: self.session_timeout * 2,
             registrations: None,
+            check: Default::default(),
         }
     }
 }

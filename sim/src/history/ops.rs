@@ -5,7 +5,9 @@
 
 use mqsim_core::bookie::{EntryId, LedgerId};
 use mqsim_core::ledger::LedgerMeta;
+use mqsim_core::broker::txn::Resolution;
 use mqsim_core::meta::{SessionId, Stat};
+use mqsim_core::producer::local_tx::TxState;
 use serde::{Deserialize, Serialize};
 
 /// What a client operation was asked to do.
@@ -181,8 +183,66 @@ pub enum Call {
         topic: String,
         queue: u32,
     },
+    // Transactions (scenarios `tx-checkback`, `tx-crash`).
+    /// A producer of `group` sends the half of transaction `msg_id` (its
+    /// local transaction began durably first).
+    SendHalf {
+        group: String,
+        topic: String,
+        tag: String,
+        msg_id: String,
+        body: String,
+    },
+    /// The producer records its local decision about `msg_id` durably.
+    Decide {
+        msg_id: String,
+        state: TxState,
+    },
+    /// The producer sends its end message about `msg_id`, one-way: it ends at once.
+    EndTx {
+        msg_id: String,
+        broker: String,
+        queue: u32,
+        half: u64,
+        word: Resolution,
+    },
+    /// A check-back from `broker` about the half at `half` of `queue`
+    /// reached the producer, which answered `answer`; `check` counts the
+    /// half's check-backs, this one included. Recorded as it is answered.
+    CheckBack {
+        broker: String,
+        queue: u32,
+        half: u64,
+        msg_id: String,
+        check: u32,
+        answer: Resolution,
+    },
+    /// A producer reads its whole local transaction store at the end.
+    LocalTxs,
+    /// The checker node's read of a queue's half, op and discard logs and the check service's offsets.
+    ReadTxLogs {
+        topic: String,
+        queue: u32,
+    },
     // Scenario `selftest`.
     Tick,
+}
+
+/// A transaction in a producer's local store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalState {
+    pub msg_id: String,
+    pub state: TxState,
+}
+
+/// One copy of a half in a half log (or the discard log).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxHalf {
+    pub offset: u64,
+    /// The offset of its first copy in the half log.
+    pub origin: u64,
+    pub msg_id: String,
+    pub checks: u32,
 }
 
 /// One queue of a topic.
@@ -370,6 +430,30 @@ pub enum Ret {
     ReadQueue {
         msgs: Vec<Stored>,
     },
+    /// Where the half was stored: its offset in the queue's half log.
+    SendHalf {
+        broker: String,
+        queue: u32,
+        offset: u64,
+    },
+    /// The transaction's state now (a decided one keeps its first decision).
+    Decide {
+        state: TxState,
+    },
+    EndTx,
+    CheckBack,
+    LocalTxs {
+        txs: Vec<LocalState>,
+    },
+    /// `ops`: the origin each op record names, in log order; `check_offset`
+    /// and `op_offset`: the check service's durable offsets.
+    ReadTxLogs {
+        halves: Vec<TxHalf>,
+        ops: Vec<u64>,
+        discards: Vec<TxHalf>,
+        check_offset: u64,
+        op_offset: u64,
+    },
     Tick,
 }
 
@@ -412,6 +496,12 @@ impl Call {
             Call::Commit { .. } => "commit",
             Call::QueryKey { .. } => "query_key",
             Call::ReadQueue { .. } => "read_queue",
+            Call::SendHalf { .. } => "send_half",
+            Call::Decide { .. } => "decide",
+            Call::EndTx { .. } => "end_tx",
+            Call::CheckBack { .. } => "check_back",
+            Call::LocalTxs => "local_txs",
+            Call::ReadTxLogs { .. } => "read_tx_logs",
             Call::Tick => "tick",
         }
     }
@@ -482,6 +572,12 @@ impl Ret {
             Ret::Commit => "commit",
             Ret::QueryKey { .. } => "query_key",
             Ret::ReadQueue { .. } => "read_queue",
+            Ret::SendHalf { .. } => "send_half",
+            Ret::Decide { .. } => "decide",
+            Ret::EndTx => "end_tx",
+            Ret::CheckBack => "check_back",
+            Ret::LocalTxs { .. } => "local_txs",
+            Ret::ReadTxLogs { .. } => "read_tx_logs",
             Ret::Tick => "tick",
         }
     }
