@@ -8,6 +8,7 @@ pub mod ops;
 pub mod pubsub;
 pub mod routes;
 pub mod selftest;
+pub mod tx;
 
 use mqsim_core::bugs::Bugs;
 use mqsim_core::probe::Probe;
@@ -218,6 +219,8 @@ pub fn all() -> &'static [&'static dyn Scenario] {
         &kit::Kit(managed::ManagedLedgers),
         &kit::Kit(pubsub::PubSub),
         &kit::Kit(routes::Routes),
+        &kit::Kit(tx::TxCheckback),
+        &kit::Kit(tx::TxCrash),
     ]
 }
 

@@ -66,6 +66,9 @@ pub mod kind {
     pub const QUERY_KEY: Kind = Kind::new("QueryMessage");
     pub const SEND_HALF: Kind = Kind::new("SendHalfMessage");
     pub const END_TX: Kind = Kind::new("EndTransaction");
+    /// An end message that answers a check-back (its own kind, so that fault
+    /// rules can lose or delay end messages and answers apart).
+    pub const CHECK_ANSWER: Kind = Kind::new("EndTransactionFromCheck");
     pub const HEARTBEAT: Kind = Kind::new("ProducerHeartbeat");
 }
 
@@ -77,6 +80,7 @@ pub const KINDS: &[Kind] = &[
     kind::QUERY_KEY,
     kind::SEND_HALF,
     kind::END_TX,
+    kind::CHECK_ANSWER,
     kind::HEARTBEAT,
 ];
 
@@ -96,7 +100,8 @@ impl crate::rpc::Protocol for Broker {
             Request::Commit { .. } => kind::COMMIT,
             Request::QueryKey { .. } => kind::QUERY_KEY,
             Request::SendHalf { .. } => kind::SEND_HALF,
-            Request::EndTx { .. } => kind::END_TX,
+            Request::EndTx { from_check: false, .. } => kind::END_TX,
+            Request::EndTx { from_check: true, .. } => kind::CHECK_ANSWER,
             Request::Heartbeat { .. } => kind::HEARTBEAT,
         }
     }

@@ -13,7 +13,7 @@ use crate::probe::Probe;
 use crate::producer::proto::{Request as CheckRequest, TxCheck};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The cursor, in the half and op logs, of the check-back service.
@@ -83,7 +83,7 @@ pub struct TxLogs {
     /// Serializes end messages and check passes of the queue: each decides
     /// from what the logs hold, and must see what the one before it wrote.
     turn: futures::lock::Mutex<()>,
-    book: Mutex<Book>,
+    book: Arc<Mutex<Book>>,
 }
 
 /// What the owner knows of its halves beyond the logs' cursors.
@@ -138,7 +138,7 @@ impl TxLogs {
             stored_ms: BTreeMap::new(),
             stopped: false,
         };
-        Ok(TxLogs { half, op, discard, turn: futures::lock::Mutex::new(()), book: Mutex::new(book) })
+        Ok(TxLogs { half, op, discard, turn: futures::lock::Mutex::new(()), book: Arc::new(Mutex::new(book)) })
     }
 
     /// Why the logs take no more writes, if they do not.
@@ -168,9 +168,20 @@ impl TxLogs {
             born_ms,
             checks: 0,
         };
-        let offset = self.half.append(record.encode()).await?;
-        self.book().stored_ms.insert(offset, mono_ms(env));
-        Ok(offset)
+        // Its time is noted as it is queued: a pass may see it durable
+        // before this task runs again.
+        let (book, now) = (self.book.clone(), mono_ms(env));
+        let (done_tx, done_rx) = futures::channel::oneshot::channel();
+        self.half.append_queued(
+            record.encode(),
+            move |offset| {
+                book.lock().expect("tx book").stored_ms.insert(offset, now);
+            },
+            move |r| {
+                let _ = done_tx.send(r);
+            },
+        );
+        done_rx.await.unwrap_or(Err(MlError::Fenced))
     }
 
     /// The fate of the half whose first copy is at `origin`, for an end
@@ -366,7 +377,8 @@ async fn pass_once(
                 } else if origin < book.opened_end {
                     book.opened_ms
                 } else {
-                    book.stored_ms.get(&origin).copied().unwrap_or(book.opened_ms)
+                    // Not noted (cannot be, but if it were): taken as stored now.
+                    book.stored_ms.get(&origin).copied().unwrap_or(now)
                 };
                 Half { offset, origin, stored_ms, born_ms: r.born_ms, checks: r.checks }
             })

@@ -11,8 +11,8 @@
 //! other half is checked back with a live producer of its group and put again
 //! at the end of the half log with its check count raised, so the next pass
 //! finds it. The pass then moves the check offset past what it handled, and
-//! the op offset past the op records of halves now behind the check offset,
-//! never past one still ahead of it (T7).
+//! the op offset past the op records of halves now wholly behind the check
+//! offset, never past one with a copy still ahead of it (T7).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -97,11 +97,18 @@ pub fn pass(cfg: &CheckConfig, now_ms: u64, check_offset: u64, halves: &[Half], 
         }
         next = h.offset + 1;
     }
-    // Op records of halves now behind the check offset are done with; the
-    // first that names a half at or past it stops the op offset (T7).
+    // An op record is done with once no copy of its half is at or past the
+    // new check offset; the first that names a half with one stops the op
+    // offset (T7). Copies at or past it: those this pass did not reach, those
+    // it puts again now, and first copies stored after the pass began.
+    let mut live: BTreeSet<u64> = halves.iter().filter(|h| h.offset >= next).map(|h| h.origin).collect();
+    live.extend(steps.iter().filter_map(|s| match s {
+        Step::Check(h) => Some(h.origin),
+        Step::Discard(_) => None,
+    }));
     let mut op_next = op_offset;
     for op in ops {
-        if op.origin >= next {
+        if op.origin >= next || live.contains(&op.origin) {
             break;
         }
         op_next = op.offset + 1;
@@ -263,9 +270,12 @@ mod tests {
             let checked: Vec<u64> = p.steps.iter().map(|s| match s { Step::Check(h) | Step::Discard(h) => h.origin }).collect();
             let unique: BTreeSet<u64> = checked.iter().copied().collect();
             prop_assert_eq!(unique.len(), checked.len());
-            // T7: every op record the op offset passed names a half behind the check offset.
+            // T7: every op record the op offset passed names a half with no
+            // copy at or past the check offset, none put again by this pass.
             for op in ops.iter().filter(|o| o.offset < p.op_offset) {
-                prop_assert!(op.origin < p.check_offset, "op record {op:?} skipped");
+                let ahead = halves.iter().any(|h| h.origin == op.origin && h.offset >= p.check_offset);
+                let put_again = p.steps.iter().any(|s| matches!(s, Step::Check(h) if h.origin == op.origin));
+                prop_assert!(op.origin < p.check_offset && !ahead && !put_again, "op record {op:?} skipped");
             }
             prop_assert!(p.check_offset >= 100 && p.op_offset >= 50);
         }

@@ -25,13 +25,15 @@ pub trait CheckObserver: Send + Sync {
     fn checked(&self, from: &str, queue: &QueueId, half: u64, msg_id: &str, check: u32, answer: Resolution);
 }
 
-/// The producer's word for a transaction in state `state` (`None`: never
-/// begun here, so never to be committed).
+/// The producer's word for a transaction in state `state`. `None`: not in
+/// this producer's store, so another producer of the group began it (a
+/// transaction is begun durably before its half is sent): this one cannot
+/// know, and says unknown, so the half waits for a check its own producer answers.
 pub fn word(state: Option<TxState>) -> Resolution {
     match state {
         Some(TxState::Commit) => Resolution::Commit,
-        Some(TxState::Rollback) | None => Resolution::Rollback,
-        Some(TxState::Running) => Resolution::Unknown,
+        Some(TxState::Rollback) => Resolution::Rollback,
+        Some(TxState::Running) | None => Resolution::Unknown,
     }
 }
 

@@ -8,7 +8,7 @@
 //! reads every queue and every group's committed offsets from storage.
 
 pub mod checker;
-mod workload;
+pub(crate) mod workload;
 
 use crate::kit::{Faults, Knob, Role, Run, Script, Topology, OPS};
 use crate::{Config, Ran, Violation};

@@ -80,11 +80,11 @@ async fn query_key(env: &Env, world: &World, producer: &Producer, topic: &str, k
 }
 
 /// Records a consumer's steps as client operations.
-struct Recorder {
-    world: Arc<World>,
-    node: String,
-    group: String,
-    topic: String,
+pub(crate) struct Recorder {
+    pub world: Arc<World>,
+    pub node: String,
+    pub group: String,
+    pub topic: String,
 }
 
 impl Observer for Recorder {
@@ -124,8 +124,8 @@ impl Observer for Recorder {
 }
 
 /// The application: processing a message takes a few milliseconds.
-struct Work {
-    env: Env,
+pub(crate) struct Work {
+    pub env: Env,
 }
 
 impl Handler for Work {
@@ -176,7 +176,7 @@ pub async fn final_reads(env: Env, world: Arc<World>, plan: Plan) {
 }
 
 /// A queue's entries as messages; an entry that is not one makes the read fail.
-fn stored(payloads: &[Vec<u8>]) -> Result<Vec<Stored>, String> {
+pub(crate) fn stored(payloads: &[Vec<u8>]) -> Result<Vec<Stored>, String> {
     payloads
         .iter()
         .enumerate()
