@@ -413,6 +413,14 @@ impl Script for TxCrash {
                 }
             }
         }
+        if rng.gen_bool(0.3) {
+            // Check answers held back past the next pass: some arrive after the half was discarded.
+            let effect = Effect::Delay { ms: rng.gen_range(3_000..=10_000) };
+            let rule = FilterRule { from: None, to: None, kind: Some(broker::proto::kind::CHECK_ANSWER), reply: None, effect };
+            if let Some((at_ms, for_ms)) = window(&mut rng, phase, 5_000..=20_000) {
+                actions.push(FaultAction { at_ms, for_ms, fault: Fault::Filter { rule } });
+            }
+        }
         for node in run.topology.names("broker") {
             for _ in 0..rng.gen_range(1..=4) {
                 if let Some((at_ms, for_ms)) = window(&mut rng, phase, 200..=6_000) {
