@@ -106,7 +106,7 @@ probes! {
     TxPassAfterTakeover = "tx-pass-after-takeover": "a check pass on a taken-over queue resumed from the stored check offset, past halves the last owner handled",
     TxCommitFinishedOpOnly = "tx-commit-finished-op-only": "a commit found its real message written (the op write lost to a crash) and wrote only the op record",
     TxNoLiveProducer = "tx-no-live-producer": "a check-back found no live producer of the group and waited for the next pass",
-    TxCheckOtherProducer = "tx-check-other-producer": "a check-back went to another producer of the group than the half's sender",
+    TxCheckOtherProducer = "tx-check-other-producer": "a half's sender was silent, so its check-back went to another live producer of the group",
     // NameServer.
     NameserverIgnoredOlderRegistration = "nameserver-ignored-older-registration": "a broker's registration arrived after a newer one and was ignored",
     NameserverExpiredBroker = "nameserver-expired-broker": "a NameServer dropped a broker whose registrations stopped",

@@ -259,9 +259,9 @@ async fn check_back(env: Env, cfg: CheckConfig, state: Shared) {
             if logs.failed().is_some() {
                 continue;
             }
-            let pick = |group: &str| {
+            let pick = |group: &str, sender: &str| {
                 let now = env.clock.mono().as_millis() as u64;
-                state.lock().expect("broker").producers.pick(group, now)
+                state.lock().expect("broker").producers.pick(group, sender, now)
             };
             if let Err(e) = tx::check_pass(&env, &cfg, &q, &logs, &pick).await {
                 tracing::debug!(queue = %q, "check pass failed: {e}");

@@ -299,12 +299,16 @@ impl Producers {
         self.heard.entry(group.to_string()).or_default().insert(producer.to_string(), now_ms);
     }
 
-    /// The live producer of `group` whose turn it is, round robin.
-    pub fn pick(&mut self, group: &str, now_ms: u64) -> Option<String> {
+    /// The producer to ask about a half `sender` sent: the sender while it
+    /// lives (its store knows the transaction), else the live producer of
+    /// `group` whose turn it is, round robin.
+    pub fn pick(&mut self, group: &str, sender: &str, now_ms: u64) -> Option<String> {
         let expiry = PRODUCER_EXPIRY.as_millis() as u64;
-        let live: Vec<&String> = self
-            .heard
-            .get(group)?
+        let heard = self.heard.get(group)?;
+        if heard.get(sender).is_some_and(|at| now_ms.saturating_sub(*at) <= expiry) {
+            return Some(sender.to_string());
+        }
+        let live: Vec<&String> = heard
             .iter()
             .filter(|(_, at)| now_ms.saturating_sub(**at) <= expiry)
             .map(|(p, _)| p)
@@ -321,13 +325,13 @@ impl Producers {
 /// One check pass over `queue`'s transaction logs: reads the halves from the
 /// durable check offset and the op records from the durable op offset, lets
 /// [`txn::pass`] decide, carries its steps out, and stores the new offsets.
-/// `pick` names the producer of a group to ask.
+/// `pick` names the producer of a group to ask about a half a producer sent.
 pub async fn check_pass(
     env: &Env,
     cfg: &CheckConfig,
     queue: &QueueId,
     tx: &TxLogs,
-    pick: &(dyn Fn(&str) -> Option<String> + Sync),
+    pick: &(dyn Fn(&str, &str) -> Option<String> + Sync),
 ) -> Result<(), MlError> {
     if tx.book().stopped {
         return Ok(());
@@ -344,7 +348,7 @@ async fn pass_once(
     cfg: &CheckConfig,
     queue: &QueueId,
     tx: &TxLogs,
-    pick: &(dyn Fn(&str) -> Option<String> + Sync),
+    pick: &(dyn Fn(&str, &str) -> Option<String> + Sync),
 ) -> Result<(), MlError> {
     let _turn = tx.turn.lock().await;
     let check_offset = tx.half.read_cursor(CHECK_CURSOR).await?;
@@ -397,7 +401,7 @@ async fn pass_once(
                 } else {
                     tx.half.append(again.encode()).await?;
                 }
-                let Some(producer) = pick(&record.group) else {
+                let Some(producer) = pick(&record.group, &record.producer) else {
                     env.probe(Probe::TxNoLiveProducer);
                     continue;
                 };
@@ -429,4 +433,45 @@ async fn pass_once(
 /// The interval between a queue's check passes, by the broker's clock.
 pub fn interval(cfg: &CheckConfig) -> Duration {
     Duration::from_millis(cfg.interval_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_goes_to_the_sender_while_it_lives_then_round_robin_to_the_live() {
+        let mut p = Producers::default();
+        assert_eq!(p.pick("g", "p0", 0), None, "no producer heard of");
+        p.heard("g", "p0", 0);
+        p.heard("g", "p1", 0);
+        p.heard("g", "p2", 10_000);
+        assert_eq!(p.pick("g", "p0", 5_000), Some("p0".into()));
+        // p0 and p1 silent for longer than the expiry: p2 answers every time.
+        let later = 10_000 + PRODUCER_EXPIRY.as_millis() as u64 - 1;
+        assert_eq!(p.pick("g", "p0", later), Some("p2".into()));
+        p.heard("g", "p1", later);
+        let picks: BTreeSet<String> = (0..4).filter_map(|_| p.pick("g", "p0", later)).collect();
+        assert_eq!(picks, BTreeSet::from(["p1".to_string(), "p2".to_string()]), "round robin over the live");
+        assert_eq!(p.pick("g", "p0", later + PRODUCER_EXPIRY.as_millis() as u64 + 1), None);
+        assert_eq!(p.pick("other", "p0", 0), None);
+    }
+
+    #[test]
+    fn records_round_trip_and_garbage_does_not_decode() {
+        let m = Message { msg_id: "m".into(), topic: "t".into(), tag: "a".into(), keys: vec![], body: vec![1] };
+        let h = HalfRecord {
+            origin: Some(3),
+            group: "g".into(),
+            producer: "p".into(),
+            message: m,
+            stored_ms: 5,
+            born_ms: 4,
+            checks: 2,
+        };
+        assert_eq!(HalfRecord::decode(&h.encode()), Some(h.clone()));
+        assert_eq!(HalfRecord::decode(&h.encode()[1..]), None);
+        assert_eq!(decode_op(&encode_op(77)), Some(77));
+        assert_eq!(decode_op(&[0x80]), None);
+    }
 }
