@@ -24,6 +24,11 @@
 //!   change but sent them only once it polled them again, after the next
 //!   metadata round trip; they timed out, each timeout changed the ensemble
 //!   again, and the log took no append for the rest of the run (LL).
+//! - `tx-crash-75-stale-timeouts-change-ensembles`: adds delayed past their
+//!   timeout all failed; each stale timeout, answered after an ensemble
+//!   change had resent the add, changed the ensemble again, 1,800 times over
+//!   67 s after the faults ended, and a half log's check pass waited on it
+//!   until the final read: halves went unresolved (T5).
 
 use mqsim_core::bugs::{Bug, Bugs};
 use mqsim_scenarios::{find, Config, RunSpec};

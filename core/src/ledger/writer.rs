@@ -86,7 +86,9 @@ struct Pending {
     done: Done,
 }
 
-type Answer = (EntryId, String, Result<bookie::Response, BookieError>);
+/// A bookie's answer to an add: the entry, the bookie, the metadata version
+/// the add was sent under, and the result.
+type Answer = (EntryId, String, u64, Result<bookie::Response, BookieError>);
 
 struct Actor {
     c: LedgerClient,
@@ -123,8 +125,8 @@ impl Actor {
             // Biased, not `select!`: its random branch order comes from a
             // thread-local generator outside the seed (DESIGN.md section 7).
             futures::select_biased! {
-                (entry, bookie, result) = answers.select_next_some() => {
-                    self.answer(entry, bookie, result).await;
+                (entry, bookie, sent_under, result) = answers.select_next_some() => {
+                    self.answer(entry, bookie, sent_under, result).await;
                 }
                 cmd = cmds.next() => match cmd {
                     Some(Cmd::Add(payload, done)) => self.add(payload, done),
@@ -154,23 +156,38 @@ impl Actor {
     /// from now even while the actor waits on the metadata service (an
     /// ensemble change); the answer comes back through `answers`.
     fn send(&self, entry: &Entry, bookie: String) {
-        let (c, id, answers) = (self.c.clone(), entry.entry, self.answers.clone());
+        let (c, id, answers, version) = (self.c.clone(), entry.entry, self.answers.clone(), self.version);
         let req = bookie::Request::Add { entry: entry.clone(), recovery: false };
         madsim::task::spawn(async move {
             let res = c.call(&bookie, req).await;
-            let _ = answers.unbounded_send((id, bookie, res));
+            let _ = answers.unbounded_send((id, bookie, version, res));
         });
     }
 
-    async fn answer(&mut self, id: EntryId, bookie: String, result: Result<bookie::Response, BookieError>) {
+    async fn answer(
+        &mut self,
+        id: EntryId,
+        bookie: String,
+        sent_under: u64,
+        result: Result<bookie::Response, BookieError>,
+    ) {
         // An answer from a bookie replaced since is moot.
         if !self.meta.stores(id, &bookie) {
+            return;
+        }
+        // So is a failure of an add sent before the last ensemble change: that
+        // change sent the add again to every bookie of its write set without
+        // an acknowledgement, this one included. Taking such failures as new
+        // ones replaced bookies over and over, long after a fault ended (a
+        // livelock `tx-crash` seed 75 found: delayed adds all timed out, and
+        // each stale timeout changed the ensemble again).
+        let failed = !matches!(result, Ok(bookie::Response::Added) | Err(BookieError::Fenced));
+        if failed && sent_under < self.version {
             return;
         }
         // A failure after the entry reached Qa elsewhere (a delayed write
         // failure) still replaces the bookie, so later entries get Qw copies.
         if !self.pending.contains_key(&id) {
-            let failed = !matches!(result, Ok(bookie::Response::Added) | Err(BookieError::Fenced));
             if failed && self.failed.is_none() && self.meta.last_fragment().1.contains(&bookie) {
                 self.c.env.probe(Probe::WriterDelayedWriteFailure);
                 self.replace(&bookie).await;
