@@ -8,7 +8,10 @@ use serde::Serialize;
 
 /// Every message kind of every protocol.
 pub fn kinds() -> impl Iterator<Item = Kind> {
-    [meta::KINDS, bookie::KINDS, nameserver::KINDS, broker::KINDS, producer::proto::KINDS].into_iter().flatten().copied()
+    [meta::KINDS, bookie::KINDS, nameserver::KINDS, broker::KINDS, producer::proto::KINDS]
+        .into_iter()
+        .flatten()
+        .copied()
 }
 
 /// Takes a decoded request or response, whatever its protocol (for message traces).

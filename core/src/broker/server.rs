@@ -222,7 +222,8 @@ async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
                     Ok(!owned.index.lock().expect("key index").lookup(&id_key(&id)).is_empty())
                 })
             };
-            match tx::end(env, tx, *half, msg_id, *word, *from_check, &write_real, &is_written).await {
+            let m = tx::EndMessage { origin: *half, msg_id, word: *word, from_check: *from_check };
+            match tx::end(env, tx, m, &write_real, &is_written).await {
                 Ok(()) => Response::Committed,
                 Err(e) => Response::Failed(e.to_string()),
             }

@@ -123,7 +123,12 @@ async fn read_range<T>(
 impl TxLogs {
     /// Opens the transaction logs of the queue whose log is `queue_log`, as
     /// its new owner, and reads which halves are resolved or discarded.
-    pub async fn open(env: &Env, c: &LedgerClient, queue_log: &str, config: managed::Config) -> Result<TxLogs, MlError> {
+    pub async fn open(
+        env: &Env,
+        c: &LedgerClient,
+        queue_log: &str,
+        config: managed::Config,
+    ) -> Result<TxLogs, MlError> {
         let half = ManagedLedger::open(c, &half_log(queue_log), config).await?;
         let op = ManagedLedger::open(c, &op_log(queue_log), config).await?;
         let discard = ManagedLedger::open(c, &discard_log(queue_log), config).await?;
@@ -187,7 +192,12 @@ impl TxLogs {
     /// The fate of the half whose first copy is at `origin`, for an end
     /// message about `msg_id`; `written` tells whether its real message is
     /// in the real queue already.
-    async fn fate(&self, origin: u64, msg_id: &str, written: impl std::future::Future<Output = Result<bool, MlError>>) -> Result<(HalfFate, Option<HalfRecord>), MlError> {
+    async fn fate(
+        &self,
+        origin: u64,
+        msg_id: &str,
+        written: impl std::future::Future<Output = Result<bool, MlError>>,
+    ) -> Result<(HalfFate, Option<HalfRecord>), MlError> {
         {
             let book = self.book();
             if book.resolved.contains(&origin) {
@@ -217,20 +227,26 @@ pub type WriteReal<'a> = &'a (dyn Fn(Message) -> futures::future::BoxFuture<'sta
 /// Whether a message of this id is in the real queue already.
 pub type IsWritten<'a> = &'a (dyn Fn(String) -> futures::future::BoxFuture<'static, Result<bool, MlError>> + Sync);
 
-/// Handles the producer's `word` about the half at `origin` (an end message,
-/// or with `from_check` a check-back's answer): commit writes the real
-/// message, then the op record; rollback writes the op record; otherwise
-/// nothing (T8).
+/// A producer's word about a half: an end message, or the answer to a check-back.
+#[derive(Clone, Copy, Debug)]
+pub struct EndMessage<'a> {
+    /// Where the half's first copy is.
+    pub origin: u64,
+    pub msg_id: &'a str,
+    pub word: Resolution,
+    pub from_check: bool,
+}
+
+/// Handles an end message: commit writes the real message, then the op
+/// record; rollback writes the op record; otherwise nothing (T8).
 pub async fn end(
     env: &Env,
     tx: &TxLogs,
-    origin: u64,
-    msg_id: &str,
-    word: Resolution,
-    from_check: bool,
+    m: EndMessage<'_>,
     write_real: WriteReal<'_>,
     is_written: IsWritten<'_>,
 ) -> Result<(), MlError> {
+    let EndMessage { origin, msg_id, word, from_check } = m;
     // The planted bug lets copies of one end message decide side by side.
     let _turn = if env.bug(Bug::TxDuplicateEndCommitsTwice) { None } else { Some(tx.turn.lock().await) };
     let (mut fate, record) = tx.fate(origin, msg_id, is_written(msg_id.to_string())).await?;
@@ -308,11 +324,8 @@ impl Producers {
         if heard.get(sender).is_some_and(|at| now_ms.saturating_sub(*at) <= expiry) {
             return Some(sender.to_string());
         }
-        let live: Vec<&String> = heard
-            .iter()
-            .filter(|(_, at)| now_ms.saturating_sub(**at) <= expiry)
-            .map(|(p, _)| p)
-            .collect();
+        let live: Vec<&String> =
+            heard.iter().filter(|(_, at)| now_ms.saturating_sub(**at) <= expiry).map(|(p, _)| p).collect();
         if live.is_empty() {
             return None;
         }

@@ -104,8 +104,7 @@ impl TxProducer {
 
     /// Sends the end message for the half at `half` of `queue` on `broker`, one-way.
     pub async fn end(&self, broker: &str, queue: &QueueId, half: u64, msg_id: &str, word: Resolution) {
-        let req =
-            Request::EndTx { queue: queue.clone(), half, msg_id: msg_id.to_string(), word, from_check: false };
+        let req = Request::EndTx { queue: queue.clone(), half, msg_id: msg_id.to_string(), word, from_check: false };
         self.producer.notify(broker, &req).await;
     }
 }

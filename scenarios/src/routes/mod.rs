@@ -186,7 +186,12 @@ impl Script for Routes {
             let config = broker::Config {
                 meta_server: SERVER.into(),
                 nameservers: plan.nameservers(),
-                topics: vec![Topic { name: TOPIC.into(), queues: plan.queues, brokers: run.topology.names("broker"), transactional: false }],
+                topics: vec![Topic {
+                    name: TOPIC.into(),
+                    queues: plan.queues,
+                    brokers: run.topology.names("broker"),
+                    transactional: false,
+                }],
                 ledger: managed::Config { e: 3, qw: 2, qa: 2, rollover: Rollover::default() },
                 session_timeout: plan.session_timeout,
                 takeover_after: plan.session_timeout * 2,

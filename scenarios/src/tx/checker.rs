@@ -81,7 +81,8 @@ pub fn check(history: &[Record], spec: &Spec) -> Vec<Violation> {
     let mut finals: BTreeMap<&str, BTreeMap<&str, TxState>> = BTreeMap::new();
     let mut queues: BTreeMap<u32, &[Stored]> = BTreeMap::new();
     let mut logs: BTreeMap<u32, Logs> = BTreeMap::new();
-    let mut polls: Vec<(Op, &str)> = Vec::new();
+    // Each message a consumer received: the poll, its queue, the offset, the id.
+    let mut polls: Vec<(Op, u32, u64, &str)> = Vec::new();
     for o in &ops {
         match (o.call, o.ret()) {
             (Call::SendHalf { msg_id, .. }, _) => txs.entry(msg_id).or_default().send = Some(*o),
@@ -106,14 +107,15 @@ pub fn check(history: &[Record], spec: &Spec) -> Vec<Violation> {
             (Call::ReadQueue { topic, queue }, Some(Ret::ReadQueue { msgs })) if *topic == spec.topic => {
                 queues.insert(*queue, msgs);
             }
-            (Call::ReadTxLogs { topic, queue }, Some(Ret::ReadTxLogs { halves, ops, discards, check_offset, op_offset }))
-                if *topic == spec.topic =>
-            {
+            (
+                Call::ReadTxLogs { topic, queue },
+                Some(Ret::ReadTxLogs { halves, ops, discards, check_offset, op_offset }),
+            ) if *topic == spec.topic => {
                 let l = Logs { halves, ops, discards, check_offset: *check_offset, op_offset: *op_offset };
                 logs.insert(*queue, l);
             }
-            (Call::Poll { topic, .. }, Some(Ret::Poll { msgs, .. })) if *topic == spec.topic => {
-                polls.extend(msgs.iter().map(|m| (*o, m.msg_id.as_str())));
+            (Call::Poll { topic, queue, .. }, Some(Ret::Poll { msgs, .. })) if *topic == spec.topic => {
+                polls.extend(msgs.iter().map(|m| (*o, *queue, m.offset, m.msg_id.as_str())));
             }
             _ => {}
         }
@@ -142,8 +144,7 @@ pub fn check(history: &[Record], spec: &Spec) -> Vec<Violation> {
             copies.entry(&m.msg_id).or_default().push((*q, m.offset));
         }
     }
-    let discarded: BTreeSet<&str> =
-        logs.values().flat_map(|l| l.discards.iter().map(|h| h.msg_id.as_str())).collect();
+    let discarded: BTreeSet<&str> = logs.values().flat_map(|l| l.discards.iter().map(|h| h.msg_id.as_str())).collect();
     let half_stored: BTreeSet<&str> = logs.values().flat_map(|l| l.halves.iter().map(|h| h.msg_id.as_str())).collect();
     let final_state = |msg_id: &str, tx: &Tx| -> Option<TxState> {
         tx.send.and_then(|s| finals.get(s.node)).and_then(|f| f.get(msg_id)).copied()
@@ -192,7 +193,12 @@ pub fn check(history: &[Record], spec: &Spec) -> Vec<Violation> {
         });
         if per_queue.iter().any(|(q, k)| *k > 1 || !queues_with_half.contains(q)) {
             let at = copies[msg_id].iter().map(|(q, o)| format!("q{q}@{o}")).collect::<Vec<_>>().join(", ");
-            report.at(T4, &send, format!("{msg_id} is stored {n} times: {at}"));
+            // Named at the delivery of the last copy, when a consumer received
+            // it (the duplicate as a client saw it), else at the half's send.
+            let (q, last) = *copies[msg_id].iter().max_by_key(|(_, o)| *o).expect("copies");
+            let delivered = polls.iter().filter(|(_, pq, po, id)| *pq == q && *po == last && id == msg_id).map(|p| p.0);
+            let about = delivered.min_by_key(|p| p.end).unwrap_or(send);
+            report.at(T4, &about, format!("{msg_id} is stored {n} times: {at}"));
         }
         // T6: no check-back before the half is the timeout old (by a broker
         // clock that may run fast by the largest drift), at most the maximum.
@@ -211,12 +217,13 @@ pub fn check(history: &[Record], spec: &Spec) -> Vec<Violation> {
         }
     }
     // T2: what a consumer received, it received after the producer set out to commit it.
-    for (poll, msg_id) in &polls {
+    for (poll, _, _, msg_id) in &polls {
         match txs.get(msg_id) {
             Some(tx) if tx.commit_from.is_some_and(|t| t < poll.end) => {}
             Some(tx) => {
                 let when = tx.commit_from.map_or("never".into(), secs);
-                let detail = format!("{msg_id} was delivered at {}, and its producer decided commit {when}", secs(poll.end));
+                let detail =
+                    format!("{msg_id} was delivered at {}, and its producer decided commit {when}", secs(poll.end));
                 report.at(T2, poll, detail);
             }
             None => report.at(T2, poll, format!("{msg_id} was delivered but no producer sent it")),
@@ -288,7 +295,13 @@ mod tests {
 
     /// A transaction: half sent at `t` (ms) and stored at `half` of q0, decided `state`, end message `word`.
     fn tx(h: &mut History, t: u64, id: &str, half: u64, state: TxState, word: Resolution) {
-        let call = Call::SendHalf { group: "pg".into(), topic: T.into(), tag: "TagA".into(), msg_id: id.into(), body: id.into() };
+        let call = Call::SendHalf {
+            group: "pg".into(),
+            topic: T.into(),
+            tag: "TagA".into(),
+            msg_id: id.into(),
+            body: id.into(),
+        };
         h.op(P, t, t + 5, call, End::Ok(Ret::SendHalf { broker: "broker-0".into(), queue: 0, offset: half }));
         if state != TxState::Running {
             h.op(P, t + 6, t + 7, Call::Decide { msg_id: id.into(), state }, End::Ok(Ret::Decide { state }));
@@ -303,7 +316,11 @@ mod tests {
     }
 
     fn poll(h: &mut History, t: u64, ids: &[&str]) {
-        let msgs = ids.iter().enumerate().map(|(i, id)| Polled { offset: i as u64, msg_id: id.to_string(), tag: "TagA".into() }).collect();
+        let msgs = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Polled { offset: i as u64, msg_id: id.to_string(), tag: "TagA".into() })
+            .collect();
         let call = Call::Poll { group: "g".into(), topic: T.into(), queue: 0, offset: 0 };
         h.op("consumer-0", t, t + 1, call, End::Ok(Ret::Poll { msgs, next: ids.len() as u64 }));
     }
@@ -329,9 +346,20 @@ mod tests {
             .queue
             .iter()
             .enumerate()
-            .map(|(i, id)| Stored { offset: i as u64, msg_id: id.to_string(), tag: "TagA".into(), body: id.to_string() })
+            .map(|(i, id)| Stored {
+                offset: i as u64,
+                msg_id: id.to_string(),
+                tag: "TagA".into(),
+                body: id.to_string(),
+            })
             .collect();
-        h.op("checker-0", 90_010, 90_011, Call::ReadQueue { topic: T.into(), queue: 0 }, End::Ok(Ret::ReadQueue { msgs }));
+        h.op(
+            "checker-0",
+            90_010,
+            90_011,
+            Call::ReadQueue { topic: T.into(), queue: 0 },
+            End::Ok(Ret::ReadQueue { msgs }),
+        );
         let ret = Ret::ReadTxLogs {
             halves: f.halves,
             ops: f.ops,
@@ -350,16 +378,36 @@ mod tests {
         tx(&mut h, 2_000, "b", 1, TxState::Rollback, Resolution::Rollback);
         tx(&mut h, 3_000, "c", 2, TxState::Running, Resolution::Unknown);
         tx(&mut h, 4_000, "d", 3, TxState::Running, Resolution::Unknown);
-        h.op(P, 5_000, 5_001, Call::Decide { msg_id: "d".into(), state: TxState::Commit }, End::Ok(Ret::Decide { state: TxState::Commit }));
+        h.op(
+            P,
+            5_000,
+            5_001,
+            Call::Decide { msg_id: "d".into(), state: TxState::Commit },
+            End::Ok(Ret::Decide { state: TxState::Commit }),
+        );
         check_back(&mut h, 9_100, "c", 2, 1, Resolution::Unknown);
         check_back(&mut h, 10_100, "d", 3, 1, Resolution::Commit);
         check_back(&mut h, 11_100, "c", 2, 2, Resolution::Unknown);
         check_back(&mut h, 13_100, "c", 2, 3, Resolution::Unknown);
         poll(&mut h, 20_000, &["a", "d"]);
         let f = Finals {
-            local: vec![("a", TxState::Commit), ("b", TxState::Rollback), ("c", TxState::Running), ("d", TxState::Commit)],
+            local: vec![
+                ("a", TxState::Commit),
+                ("b", TxState::Rollback),
+                ("c", TxState::Running),
+                ("d", TxState::Commit),
+            ],
             queue: vec!["a", "d"],
-            halves: vec![half(0, 0, "a", 0), half(1, 1, "b", 0), half(2, 2, "c", 0), half(3, 3, "d", 0), half(4, 2, "c", 1), half(5, 3, "d", 1), half(6, 2, "c", 2), half(7, 2, "c", 3)],
+            halves: vec![
+                half(0, 0, "a", 0),
+                half(1, 1, "b", 0),
+                half(2, 2, "c", 0),
+                half(3, 3, "d", 0),
+                half(4, 2, "c", 1),
+                half(5, 3, "d", 1),
+                half(6, 2, "c", 2),
+                half(7, 2, "c", 3),
+            ],
             ops: vec![0, 1, 3],
             discards: vec![half(0, 2, "c", 3)],
             offsets: (8, 3),
@@ -374,7 +422,10 @@ mod tests {
     }
 
     fn flags(v: &[Violation], invariant: &str, text: &str) {
-        assert!(v.iter().any(|v| v.invariant == invariant && v.detail.contains(text)), "{invariant} '{text}' not in {v:#?}");
+        assert!(
+            v.iter().any(|v| v.invariant == invariant && v.detail.contains(text)),
+            "{invariant} '{text}' not in {v:#?}"
+        );
     }
 
     #[test]
@@ -422,7 +473,11 @@ mod tests {
         flags(&v, T5, "half q0@3 (d) was never resolved nor discarded");
         let (h, mut f) = valid();
         f.discards.clear();
-        flags(&run(h, f), T5, "half q0@2 (c) was never resolved nor discarded, and every copy is behind the check offset 8");
+        flags(
+            &run(h, f),
+            T5,
+            "half q0@2 (c) was never resolved nor discarded, and every copy is behind the check offset 8",
+        );
     }
 
     #[test]
@@ -464,6 +519,9 @@ mod tests {
         let (mut h, _) = valid();
         h.op(P, 90_000, 90_001, Call::LocalTxs, End::Info);
         let v = check(&h.done(), &spec());
-        assert_eq!((v[0].invariant, v[0].detail.as_str()), (JUDGED_NOTHING, "no final read of payments/q0 and its transaction logs ended well"));
+        assert_eq!(
+            (v[0].invariant, v[0].detail.as_str()),
+            (JUDGED_NOTHING, "no final read of payments/q0 and its transaction logs ended well")
+        );
     }
 }

@@ -57,9 +57,8 @@ pub struct Timeline {
 impl Timeline {
     fn of(phase: Duration, plan: &Plan) -> Timeline {
         let producers_stop = phase + Duration::from_secs(5);
-        let checks = Duration::from_millis(
-            plan.check.timeout_ms + (plan.check.max_checks as u64 + 3) * plan.check.interval_ms,
-        );
+        let checks =
+            Duration::from_millis(plan.check.timeout_ms + (plan.check.max_checks as u64 + 3) * plan.check.interval_ms);
         let takeover = plan.session_timeout * 3;
         let final_read = producers_stop + LONGEST_LOCAL + checks + takeover;
         let consumers_stop = final_read + Duration::from_secs(10);
@@ -390,7 +389,12 @@ impl Script for TxCrash {
             FaultKind::SlowFsync,
             FaultKind::ClockDrift,
         ];
-        Faults { kinds: kinds.to_vec(), message_kinds: message_kinds(), max_corruptions_per_node: 0, max_drift_ppm: MAX_DRIFT_PPM }
+        Faults {
+            kinds: kinds.to_vec(),
+            message_kinds: message_kinds(),
+            max_corruptions_per_node: 0,
+            max_drift_ppm: MAX_DRIFT_PPM,
+        }
     }
 
     /// Crashes at the steps of the protocol: producers at the fsync of a
@@ -416,7 +420,8 @@ impl Script for TxCrash {
         if rng.gen_bool(0.3) {
             // Check answers held back past the next pass: some arrive after the half was discarded.
             let effect = Effect::Delay { ms: rng.gen_range(3_000..=10_000) };
-            let rule = FilterRule { from: None, to: None, kind: Some(broker::proto::kind::CHECK_ANSWER), reply: None, effect };
+            let rule =
+                FilterRule { from: None, to: None, kind: Some(broker::proto::kind::CHECK_ANSWER), reply: None, effect };
             if let Some((at_ms, for_ms)) = window(&mut rng, phase, 5_000..=20_000) {
                 actions.push(FaultAction { at_ms, for_ms, fault: Fault::Filter { rule } });
             }

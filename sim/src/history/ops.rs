@@ -4,8 +4,8 @@
 //! a reader can tell when it does not match its invocation.
 
 use mqsim_core::bookie::{EntryId, LedgerId};
-use mqsim_core::ledger::LedgerMeta;
 use mqsim_core::broker::txn::Resolution;
+use mqsim_core::ledger::LedgerMeta;
 use mqsim_core::meta::{SessionId, Stat};
 use mqsim_core::producer::local_tx::TxState;
 use serde::{Deserialize, Serialize};
