@@ -1,7 +1,10 @@
-//! Scenarios `pubsub` and `routes`: determinism, seeds passing under faults,
-//! and every planted messaging bug caught by a named invariant.
+//! Scenarios `pubsub`, `routes`, `tx-checkback` and `tx-crash`: determinism,
+//! seeds passing under faults, and every planted messaging and transaction
+//! bug caught by a named invariant.
 
 use mqsim_core::bugs::{Bug, Bugs};
+use mqsim_core::producer::local_tx::TxState;
+use mqsim_scenarios::tx::checker::{T1, T2, T4, T5, T6, T8};
 use mqsim_scenarios::{find, RunSpec};
 use mqsim_sim::history::{to_jsonl, Body, Call, Ret};
 
@@ -73,4 +76,51 @@ fn every_planted_messaging_bug_is_caught() {
     caught("pubsub", Bug::ProducerRetryNewId, 10, &["M3"]);
     caught("pubsub", Bug::IndexSkipsTakenOverLog, 10, &["M1"]);
     caught("routes", Bug::NameserverNeverExpires, 10, &["R1"]);
+}
+
+#[test]
+fn tx_same_seed_same_history() {
+    for scenario in ["tx-checkback", "tx-crash"] {
+        let first = to_jsonl(&run(scenario, 5, Bugs::none()).history);
+        run(scenario, 11, Bugs::none());
+        assert_eq!(first, to_jsonl(&run(scenario, 5, Bugs::none()).history), "{scenario}");
+    }
+}
+
+#[test]
+fn both_scenarios_pass_consecutive_seeds_and_take_every_path() {
+    for scenario in ["tx-checkback", "tx-crash"] {
+        let (mut halves, mut commits, mut checks, mut delivered, mut discarded) = (0, 0, 0, 0, 0);
+        for seed in 1..=12 {
+            let outcome = run(scenario, seed, Bugs::none());
+            assert!(outcome.violations.is_empty(), "{scenario} seed {seed}: {:?}", outcome.violations[0]);
+            for r in &outcome.history {
+                match &r.body {
+                    Body::Ok { ret: Ret::SendHalf { .. }, .. } => halves += 1,
+                    Body::Ok { ret: Ret::Decide { state: TxState::Commit }, .. } => commits += 1,
+                    Body::Invoke { call: Call::CheckBack { .. }, .. } => checks += 1,
+                    Body::Ok { ret: Ret::Process, .. } => delivered += 1,
+                    Body::Ok { ret: Ret::ReadTxLogs { discards, .. }, .. } => discarded += discards.len(),
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            halves > 2_000 && commits > halves / 2 && checks > 500 && delivered > commits / 2 && discarded > 20,
+            "{scenario}: {halves} halves, {commits} commits, {checks} check-backs, {delivered} delivered, {discarded} discarded"
+        );
+    }
+}
+
+#[test]
+fn every_planted_transaction_bug_is_caught() {
+    caught("tx-checkback", Bug::TxNoCheckback, 5, &[T1, T5]);
+    caught("tx-crash", Bug::TxImmunityLosesHalf, 10, &[T1, T5, T8]);
+    caught("tx-checkback", Bug::TxDuplicateEndCommitsTwice, 20, &[T4, T8]);
+    caught("tx-checkback", Bug::TxEndAfterCheck, 20, &[T4, T8]);
+    caught("tx-checkback", Bug::TxCheckOffsetStuck, 20, &[T1, T5]);
+    caught("tx-checkback", Bug::TxCheckByProducerClock, 10, &[T6]);
+    caught("tx-checkback", Bug::TxOpBeforeReal, 20, &[T1]);
+    caught("tx-checkback", Bug::TxCheckUnbounded, 5, &[T1, T6]);
+    caught("tx-checkback", Bug::TxHalfVisible, 5, &[T1, T2]);
 }

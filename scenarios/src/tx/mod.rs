@@ -278,7 +278,7 @@ impl Script for TxCheckback {
     }
 
     /// The faults this scenario is about, each for some seeds: end messages
-    /// (or check answers) lost or held back past a check-back; a producer
+    /// (or check answers) lost, duplicated or held back past a check-back; a producer
     /// cut off from the brokers, or dead, while check-backs come; producer
     /// and broker clocks skewed far apart.
     fn aimed(&self, run: &Run<Plan>) -> Vec<FaultAction> {
@@ -289,10 +289,10 @@ impl Script for TxCheckback {
         let mut actions = Vec::new();
         for kind in [broker::proto::kind::END_TX, broker::proto::kind::CHECK_ANSWER] {
             if rng.gen_bool(0.5) {
-                let effect = if rng.gen_bool(0.5) {
-                    Effect::Drop { percent: rng.gen_range(30..=100) }
-                } else {
-                    Effect::Delay { ms: rng.gen_range(6_000..=20_000) }
+                let effect = match rng.gen_range(0..3) {
+                    0 => Effect::Drop { percent: rng.gen_range(30..=100) },
+                    1 => Effect::Delay { ms: rng.gen_range(6_000..=20_000) },
+                    _ => Effect::Duplicate { percent: rng.gen_range(30..=100) },
                 };
                 let from = rng.gen_bool(0.5).then(|| producers.choose(&mut rng).cloned()).flatten();
                 if let Some((at_ms, for_ms)) = window(&mut rng, phase, 5_000..=25_000) {
