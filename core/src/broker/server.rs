@@ -213,15 +213,7 @@ async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
                 let owned = owned.clone();
                 Box::pin(async move { append_real(&owned, m).await })
             };
-            let is_written = |id: String| -> futures::future::BoxFuture<'static, Result<bool, MlError>> {
-                let (env, owned) = (env.clone(), owned.clone());
-                Box::pin(async move {
-                    if !catch_up(&env, &owned, owned.ml.end()).await {
-                        return Err(MlError::Unreadable);
-                    }
-                    Ok(!owned.index.lock().expect("key index").lookup(&id_key(&id)).is_empty())
-                })
-            };
+            let is_written = is_written(env, &owned);
             let m = tx::EndMessage { origin: *half, msg_id, word: *word, from_check: *from_check };
             match tx::end(env, tx, m, &write_real, &is_written).await {
                 Ok(()) => Response::Committed,
@@ -229,6 +221,24 @@ async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
             }
         }
         Request::QueryKey { .. } | Request::Heartbeat { .. } => unreachable!("answered above"),
+    }
+}
+
+/// Whether a message of an id is in `owned`'s queue log, by its key index
+/// caught up to the durable end.
+fn is_written(
+    env: &Env,
+    owned: &Owned,
+) -> impl Fn(String) -> futures::future::BoxFuture<'static, Result<bool, MlError>> + Sync {
+    let (env, owned) = (env.clone(), owned.clone());
+    move |id: String| -> futures::future::BoxFuture<'static, Result<bool, MlError>> {
+        let (env, owned) = (env.clone(), owned.clone());
+        Box::pin(async move {
+            if !catch_up(&env, &owned, owned.ml.end()).await {
+                return Err(MlError::Unreadable);
+            }
+            Ok(!owned.index.lock().expect("key index").lookup(&id_key(&id)).is_empty())
+        })
     }
 }
 
@@ -252,11 +262,11 @@ async fn check_back(env: Env, cfg: CheckConfig, state: Shared) {
     }
     loop {
         env.sleep(tx::interval(&cfg)).await;
-        let queues: Vec<(QueueId, Arc<TxLogs>)> = {
+        let queues: Vec<(QueueId, Owned, Arc<TxLogs>)> = {
             let s = state.lock().expect("broker");
-            s.owned.iter().filter_map(|(q, o)| Some((q.clone(), o.tx.clone()?))).collect()
+            s.owned.iter().filter_map(|(q, o)| Some((q.clone(), o.clone(), o.tx.clone()?))).collect()
         };
-        for (q, logs) in queues {
+        for (q, owned, logs) in queues {
             if logs.failed().is_some() {
                 continue;
             }
@@ -264,7 +274,8 @@ async fn check_back(env: Env, cfg: CheckConfig, state: Shared) {
                 let now = env.clock.mono().as_millis() as u64;
                 state.lock().expect("broker").producers.pick(group, sender, now)
             };
-            if let Err(e) = tx::check_pass(&env, &cfg, &q, &logs, &pick).await {
+            let is_written = is_written(&env, &owned);
+            if let Err(e) = tx::check_pass(&env, &cfg, &q, &logs, &pick, &is_written).await {
                 tracing::debug!(queue = %q, "check pass failed: {e}");
             }
         }

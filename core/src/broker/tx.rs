@@ -42,7 +42,9 @@ pub struct HalfRecord {
     /// The producer that sent the half.
     pub producer: String,
     pub message: Message,
-    /// The storing broker's wall clock when the first copy was stored.
+    /// The storing broker's wall clock when the first copy was stored: for
+    /// people reading the log only; a half's age is never taken from a
+    /// stored timestamp (another broker's clock), see [`check_pass`].
     pub stored_ms: u64,
     /// The producer's wall clock when it sent the half.
     pub born_ms: u64,
@@ -82,6 +84,7 @@ pub struct TxLogs {
     pub discard: ManagedLedger,
     /// Serializes end messages and check passes of the queue: each decides
     /// from what the logs hold, and must see what the one before it wrote.
+    /// Storing a new half needs no turn: it lands past every end a pass reads.
     turn: futures::lock::Mutex<()>,
     book: Arc<Mutex<Book>>,
 }
@@ -338,18 +341,20 @@ impl Producers {
 /// One check pass over `queue`'s transaction logs: reads the halves from the
 /// durable check offset and the op records from the durable op offset, lets
 /// [`txn::pass`] decide, carries its steps out, and stores the new offsets.
-/// `pick` names the producer of a group to ask about a half a producer sent.
+/// `pick` names the producer of a group to ask about a half a producer sent;
+/// `is_written` tells whether a message id's real message is stored already.
 pub async fn check_pass(
     env: &Env,
     cfg: &CheckConfig,
     queue: &QueueId,
     tx: &TxLogs,
     pick: &(dyn Fn(&str, &str) -> Option<String> + Sync),
+    is_written: IsWritten<'_>,
 ) -> Result<(), MlError> {
     if tx.book().stopped {
         return Ok(());
     }
-    let result = pass_once(env, cfg, queue, tx, pick).await;
+    let result = pass_once(env, cfg, queue, tx, pick, is_written).await;
     if result.is_err() && env.bug(Bug::TxCheckOffsetStuck) {
         tx.book().stopped = true;
     }
@@ -362,6 +367,7 @@ async fn pass_once(
     queue: &QueueId,
     tx: &TxLogs,
     pick: &(dyn Fn(&str, &str) -> Option<String> + Sync),
+    is_written: IsWritten<'_>,
 ) -> Result<(), MlError> {
     let _turn = tx.turn.lock().await;
     let check_offset = tx.half.read_cursor(CHECK_CURSOR).await?;
@@ -408,13 +414,18 @@ async fn pass_once(
         match step {
             Step::Check(h) => {
                 let record = &records[(h.offset - check_offset) as usize];
-                let again = HalfRecord { origin: Some(h.origin), checks: h.checks + 1, ..record.clone() };
+                // A check no producer can be asked does not count: the half is
+                // put again as it is (a new owner hears of the group's producers
+                // within a heartbeat or a route refresh).
+                let producer = pick(&record.group, &record.producer);
+                let checks = if producer.is_some() { h.checks + 1 } else { h.checks };
+                let again = HalfRecord { origin: Some(h.origin), checks, ..record.clone() };
                 if env.bug(Bug::TxImmunityLosesHalf) {
                     tx.half.append_then(again.encode(), |_| {});
                 } else {
                     tx.half.append(again.encode()).await?;
                 }
-                let Some(producer) = pick(&record.group, &record.producer) else {
+                let Some(producer) = producer else {
                     env.probe(Probe::TxNoLiveProducer);
                     continue;
                 };
@@ -425,12 +436,20 @@ async fn pass_once(
                     queue: queue.clone(),
                     half: h.origin,
                     msg_id: record.message.msg_id.clone(),
-                    check: h.checks + 1,
+                    check: checks,
                 };
                 env.rpc().notify::<TxCheck>(&producer, &req).await;
             }
             Step::Discard(h) => {
                 let record = &records[(h.offset - check_offset) as usize];
+                // A commit a crash cut short between its two writes is
+                // finished, not discarded: its real message is delivered.
+                if is_written(record.message.msg_id.clone()).await? {
+                    env.probe(Probe::TxCommitFinishedOpOnly);
+                    tx.op.append(encode_op(h.origin)).await?;
+                    tx.book().resolved.insert(h.origin);
+                    continue;
+                }
                 let moved = HalfRecord { origin: Some(h.origin), ..record.clone() };
                 tx.discard.append(moved.encode()).await?;
                 tx.book().discarded.insert(h.origin);

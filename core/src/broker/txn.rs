@@ -38,7 +38,9 @@ pub struct Half {
     pub offset: u64,
     /// Where its first copy is: op records and end messages name that one.
     pub origin: u64,
-    /// The broker's clock when the first copy was stored.
+    /// When the first copy was stored, by the clock `now_ms` is read from
+    /// (the driver gives the owner's monotonic time, or the time it took the
+    /// queue over for a half an earlier owner stored).
     pub stored_ms: u64,
     /// The producer's clock when it sent the half (never the age: the clocks differ).
     pub born_ms: u64,

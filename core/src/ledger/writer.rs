@@ -175,14 +175,14 @@ impl Actor {
         if !self.meta.stores(id, &bookie) {
             return;
         }
-        // So is a failure of an add sent before the last ensemble change: that
-        // change sent the add again to every bookie of its write set without
-        // an acknowledgement, this one included. Taking such failures as new
-        // ones replaced bookies over and over, long after a fault ended (a
-        // livelock `tx-crash` seed 75 found: delayed adds all timed out, and
-        // each stale timeout changed the ensemble again).
+        // So is a failure of a pending add sent before the last ensemble
+        // change: that change sent it again to every bookie of its write set
+        // without an acknowledgement, this one included. Taking such failures
+        // as new ones replaced bookies over and over, long after a fault ended
+        // (a livelock `tx-crash` seed 75 found: delayed adds all timed out,
+        // and each stale timeout changed the ensemble again).
         let failed = !matches!(result, Ok(bookie::Response::Added) | Err(BookieError::Fenced));
-        if failed && sent_under < self.version {
+        if failed && sent_under < self.version && self.pending.contains_key(&id) {
             return;
         }
         // A failure after the entry reached Qa elsewhere (a delayed write

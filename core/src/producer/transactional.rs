@@ -78,6 +78,7 @@ impl TxProducer {
         loop {
             if let Some(routes) = self.producer.routes(&topic).await {
                 let mut brokers: Vec<String> = routes.into_iter().map(|(b, _)| b).collect();
+                brokers.sort();
                 brokers.dedup();
                 for b in brokers {
                     self.producer.notify(&b, &Request::Heartbeat { group: self.group.clone() }).await;

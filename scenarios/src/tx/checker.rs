@@ -144,8 +144,6 @@ pub fn check(history: &[Record], spec: &Spec) -> Vec<Violation> {
             copies.entry(&m.msg_id).or_default().push((*q, m.offset));
         }
     }
-    let discarded: BTreeSet<&str> = logs.values().flat_map(|l| l.discards.iter().map(|h| h.msg_id.as_str())).collect();
-    let half_stored: BTreeSet<&str> = logs.values().flat_map(|l| l.halves.iter().map(|h| h.msg_id.as_str())).collect();
     let final_state = |msg_id: &str, tx: &Tx| -> Option<TxState> {
         tx.send.and_then(|s| finals.get(s.node)).and_then(|f| f.get(msg_id)).copied()
     };
@@ -163,8 +161,19 @@ pub fn check(history: &[Record], spec: &Spec) -> Vec<Violation> {
         let n = copies.get(msg_id).map_or(0, Vec::len);
         // T1: delivered iff the final local decision is commit (a half
         // discarded after the maximum of checks is never delivered).
-        if committed && n == 0 && half_stored.contains(msg_id) && !discarded.contains(msg_id) {
-            report.at(T1, &send, format!("{msg_id} was committed by its producer but is in no queue (a lost commit)"));
+        // Judged per queue: a half retried onto two queues is two halves.
+        if committed {
+            let lost = logs.iter().find(|(q, l)| {
+                l.halves.iter().any(|h| h.offset == h.origin && h.msg_id == *msg_id)
+                    && !l.discards.iter().any(|h| h.msg_id == *msg_id)
+                    && !copies.get(msg_id).is_some_and(|c| c.iter().any(|(cq, _)| cq == *q))
+            });
+            if let Some((q, _)) = lost {
+                let detail = format!(
+                    "{msg_id} was committed by its producer but is not in q{q}, where its half is (a lost commit)"
+                );
+                report.at(T1, &send, detail);
+            }
         }
         if !committed && n > 0 {
             let at = copies[msg_id].iter().map(|(q, o)| format!("q{q}@{o}")).collect::<Vec<_>>().join(", ");
@@ -438,7 +447,7 @@ mod tests {
     fn t1_a_lost_commit_and_a_rolled_back_delivery() {
         let (h, mut f) = valid();
         f.queue = vec!["d"];
-        flags(&run(h, f), T1, "a was committed by its producer but is in no queue");
+        flags(&run(h, f), T1, "a was committed by its producer but is not in q0, where its half is");
         let (h, mut f) = valid();
         f.local[0].1 = TxState::Rollback;
         flags(&run(h, f), T1, "its producer's final decision is Rollback");
