@@ -219,8 +219,8 @@ pub fn all() -> &'static [&'static dyn Scenario] {
         &kit::Kit(managed::ManagedLedgers),
         &kit::Kit(pubsub::PubSub),
         &kit::Kit(routes::Routes),
-        &kit::Kit(tx::TxCheckback),
-        &kit::Kit(tx::TxCrash),
+        &kit::Kit(tx::Tx::Checkback),
+        &kit::Kit(tx::Tx::Crash),
     ]
 }
 

@@ -214,18 +214,9 @@ fn check(run: &Run<Plan>, ran: &Ran) -> Vec<Violation> {
     checker::check(&ran.history, &spec)
 }
 
+/// The planted bugs of transactions (named `tx-…`).
 fn tx_bugs() -> Vec<Bug> {
-    vec![
-        Bug::TxNoCheckback,
-        Bug::TxImmunityLosesHalf,
-        Bug::TxDuplicateEndCommitsTwice,
-        Bug::TxEndAfterCheck,
-        Bug::TxCheckOffsetStuck,
-        Bug::TxCheckByProducerClock,
-        Bug::TxOpBeforeReal,
-        Bug::TxCheckUnbounded,
-        Bug::TxHalfVisible,
-    ]
+    Bug::ALL.iter().copied().filter(|b| b.name().starts_with("tx-")).collect()
 }
 
 fn tx_probes() -> Vec<mqsim_core::probe::Probe> {
@@ -238,128 +229,146 @@ fn window(rng: &mut impl Rng, phase_ms: u64, len_ms: std::ops::RangeInclusive<u6
     (phase_ms > for_ms + 2_000).then(|| (rng.gen_range(1_000..phase_ms - for_ms), for_ms))
 }
 
-pub struct TxCheckback;
-
-impl Script for TxCheckback {
-    type Plan = Plan;
-    type Final = ();
-
-    fn name(&self) -> &'static str {
-        "tx-checkback"
-    }
-
-    fn about(&self) -> &'static str {
-        "transactional producers and broker check-back; end messages lost and delayed, producers cut off or dead, clocks skewed"
-    }
-
-    fn default_phase(&self) -> Duration {
-        FAULT_PHASE
-    }
-
-    fn knobs(&self) -> Vec<Knob> {
-        knobs()
-    }
-
-    fn plan(&self, seed: u64, config: &mut Config) -> Plan {
-        Plan::draw(seed, self.name(), config)
-    }
-
-    fn topology(&self, plan: &Plan) -> Topology {
-        topology(plan)
-    }
-
-    fn faults(&self, _plan: &Plan) -> Faults {
-        Faults {
-            kinds: FaultKind::swarm().into_iter().filter(|k| *k != FaultKind::DiskCorrupt).collect(),
-            message_kinds: message_kinds(),
-            max_corruptions_per_node: 0,
-            max_drift_ppm: MAX_DRIFT_PPM,
-        }
-    }
-
-    /// The faults this scenario is about, each for some seeds: end messages
-    /// (or check answers) lost, duplicated or held back past a check-back; a producer
-    /// cut off from the brokers, or dead, while check-backs come; producer
-    /// and broker clocks skewed far apart.
-    fn aimed(&self, run: &Run<Plan>) -> Vec<FaultAction> {
-        let mut rng = mqsim_sim::rng_for(run.seed, "tx-checkback/aimed");
-        let phase = run.phase.as_millis() as u64;
-        let producers = run.topology.names("producer");
-        let brokers = run.topology.names("broker");
-        let mut actions = Vec::new();
-        for kind in [broker::proto::kind::END_TX, broker::proto::kind::CHECK_ANSWER] {
-            if rng.gen_bool(0.5) {
-                let effect = match rng.gen_range(0..3) {
-                    0 => Effect::Drop { percent: rng.gen_range(30..=100) },
-                    1 => Effect::Delay { ms: rng.gen_range(6_000..=20_000) },
-                    _ => Effect::Duplicate { percent: rng.gen_range(30..=100) },
-                };
-                let from = rng.gen_bool(0.5).then(|| producers.choose(&mut rng).cloned()).flatten();
-                if let Some((at_ms, for_ms)) = window(&mut rng, phase, 5_000..=25_000) {
-                    let rule = FilterRule { from, to: None, kind: Some(kind), reply: None, effect };
-                    actions.push(FaultAction { at_ms, for_ms, fault: Fault::Filter { rule } });
-                }
-            }
-        }
-        if rng.gen_bool(0.4) {
-            let node = producers.choose(&mut rng).cloned().expect("producers");
-            if let Some((at_ms, for_ms)) = window(&mut rng, phase, 5_000..=20_000) {
-                let fault = Fault::Partition { a: vec![node], b: brokers.clone() };
-                actions.push(FaultAction { at_ms, for_ms, fault });
-            }
-        }
-        if rng.gen_bool(0.4) && producers.len() > 1 {
-            // Dead until the faults end: another producer of the group answers.
-            let node = producers.choose(&mut rng).cloned().expect("producers");
-            let at_ms = rng.gen_range(1_000..phase / 2);
-            actions.push(FaultAction { at_ms, for_ms: phase - at_ms, fault: Fault::Crash { node } });
-        }
-        for node in producers.iter().chain(&brokers) {
-            if rng.gen_bool(0.3) {
-                let fault = Fault::ClockSkew { node: node.clone(), ms: rng.gen_range(-60_000..=60_000) };
-                actions.push(FaultAction { at_ms: rng.gen_range(0..phase / 2), for_ms: phase / 2, fault });
-            }
-        }
-        actions
-    }
-
-    fn start(w: &Arc<World>, run: &Run<Plan>) {
-        start(w, run)
-    }
-
-    async fn drive(w: Arc<World>, run: Run<Plan>) {
-        drive(w, run).await
-    }
-
-    fn end(run: &Run<Plan>) -> Duration {
-        Timeline::of(run.phase, &run.plan).end
-    }
-
-    fn check(run: &Run<Plan>, ran: &Ran, _schedule: &Schedule, _fin: ()) -> Vec<Violation> {
-        check(run, ran)
-    }
-
-    fn bugs(&self) -> Vec<Bug> {
-        tx_bugs()
-    }
-
-    fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
-        tx_probes()
+/// The swarm's faults but bit flips at rest.
+fn checkback_faults() -> Faults {
+    Faults {
+        kinds: FaultKind::swarm().into_iter().filter(|k| *k != FaultKind::DiskCorrupt).collect(),
+        message_kinds: message_kinds(),
+        max_corruptions_per_node: 0,
+        max_drift_ppm: MAX_DRIFT_PPM,
     }
 }
 
-pub struct TxCrash;
+/// The faults this scenario is about, each for some seeds: end messages
+/// (or check answers) lost, duplicated or held back past a check-back; a producer
+/// cut off from the brokers, or dead, while check-backs come; producer
+/// and broker clocks skewed far apart.
+fn checkback_aimed(run: &Run<Plan>) -> Vec<FaultAction> {
+    let mut rng = mqsim_sim::rng_for(run.seed, "tx-checkback/aimed");
+    let phase = run.phase.as_millis() as u64;
+    let producers = run.topology.names("producer");
+    let brokers = run.topology.names("broker");
+    let mut actions = Vec::new();
+    for kind in [broker::proto::kind::END_TX, broker::proto::kind::CHECK_ANSWER] {
+        if rng.gen_bool(0.5) {
+            let effect = match rng.gen_range(0..3) {
+                0 => Effect::Drop { percent: rng.gen_range(30..=100) },
+                1 => Effect::Delay { ms: rng.gen_range(6_000..=20_000) },
+                _ => Effect::Duplicate { percent: rng.gen_range(30..=100) },
+            };
+            let from = rng.gen_bool(0.5).then(|| producers.choose(&mut rng).cloned()).flatten();
+            if let Some((at_ms, for_ms)) = window(&mut rng, phase, 5_000..=25_000) {
+                let rule = FilterRule { from, to: None, kind: Some(kind), reply: None, effect };
+                actions.push(FaultAction { at_ms, for_ms, fault: Fault::Filter { rule } });
+            }
+        }
+    }
+    if rng.gen_bool(0.4) {
+        let node = producers.choose(&mut rng).cloned().expect("producers");
+        if let Some((at_ms, for_ms)) = window(&mut rng, phase, 5_000..=20_000) {
+            let fault = Fault::Partition { a: vec![node], b: brokers.clone() };
+            actions.push(FaultAction { at_ms, for_ms, fault });
+        }
+    }
+    if rng.gen_bool(0.4) && producers.len() > 1 {
+        // Dead until the faults end: another producer of the group answers.
+        let node = producers.choose(&mut rng).cloned().expect("producers");
+        let at_ms = rng.gen_range(1_000..phase / 2);
+        actions.push(FaultAction { at_ms, for_ms: phase - at_ms, fault: Fault::Crash { node } });
+    }
+    for node in producers.iter().chain(&brokers) {
+        if rng.gen_bool(0.3) {
+            let fault = Fault::ClockSkew { node: node.clone(), ms: rng.gen_range(-60_000..=60_000) };
+            actions.push(FaultAction { at_ms: rng.gen_range(0..phase / 2), for_ms: phase / 2, fault });
+        }
+    }
+    actions
+}
 
-impl Script for TxCrash {
+/// Crashes and what makes their timing vary.
+fn crash_faults() -> Faults {
+    let kinds = [
+        FaultKind::Crash,
+        FaultKind::CrashAtFsync,
+        FaultKind::Pause,
+        FaultKind::Drop,
+        FaultKind::Delay,
+        FaultKind::Duplicate,
+        FaultKind::SlowFsync,
+        FaultKind::ClockDrift,
+    ];
+    Faults {
+        kinds: kinds.to_vec(),
+        message_kinds: message_kinds(),
+        max_corruptions_per_node: 0,
+        max_drift_ppm: MAX_DRIFT_PPM,
+    }
+}
+
+/// Crashes at the steps of the protocol: producers at the fsync of a
+/// decision (after the half, before the end message) and at random;
+/// brokers in bursts while ends and check passes run (a commit between
+/// its real write and its op write, a pass between its puts and its offsets).
+fn crash_aimed(run: &Run<Plan>) -> Vec<FaultAction> {
+    let mut rng = mqsim_sim::rng_for(run.seed, "tx-crash/aimed");
+    let phase = run.phase.as_millis() as u64;
+    let mut actions = Vec::new();
+    for node in run.topology.names("producer") {
+        for _ in 0..rng.gen_range(0..=3) {
+            let fault = if rng.gen_bool(0.6) {
+                Fault::CrashAtFsync { node: node.clone() }
+            } else {
+                Fault::Crash { node: node.clone() }
+            };
+            if let Some((at_ms, for_ms)) = window(&mut rng, phase, 300..=8_000) {
+                actions.push(FaultAction { at_ms, for_ms, fault });
+            }
+        }
+    }
+    if rng.gen_bool(0.3) {
+        // Check answers held back past the next pass: some arrive after the half was discarded.
+        let effect = Effect::Delay { ms: rng.gen_range(3_000..=10_000) };
+        let rule =
+            FilterRule { from: None, to: None, kind: Some(broker::proto::kind::CHECK_ANSWER), reply: None, effect };
+        if let Some((at_ms, for_ms)) = window(&mut rng, phase, 5_000..=20_000) {
+            actions.push(FaultAction { at_ms, for_ms, fault: Fault::Filter { rule } });
+        }
+    }
+    for node in run.topology.names("broker") {
+        for _ in 0..rng.gen_range(1..=4) {
+            if let Some((at_ms, for_ms)) = window(&mut rng, phase, 200..=6_000) {
+                actions.push(FaultAction { at_ms, for_ms, fault: Fault::Crash { node: node.clone() } });
+            }
+        }
+    }
+    actions
+}
+
+/// The two transaction scenarios: one system and workload, two fault profiles.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Tx {
+    /// `tx-checkback`: lost, delayed and duplicated end messages, partitions, skewed clocks, dead producers.
+    Checkback,
+    /// `tx-crash`: producer and broker crashes at every step of the protocol.
+    Crash,
+}
+
+impl Script for Tx {
     type Plan = Plan;
     type Final = ();
 
     fn name(&self) -> &'static str {
-        "tx-crash"
+        match self {
+            Tx::Checkback => "tx-checkback",
+            Tx::Crash => "tx-crash",
+        }
     }
 
     fn about(&self) -> &'static str {
-        "transactional producers and brokers crash at every step: between half and end, between a commit's two writes, mid check pass"
+        match self {
+            Tx::Checkback => "transactional producers and broker check-back; end messages lost, delayed and duplicated, producers cut off or dead, clocks skewed",
+            Tx::Crash => "transactional producers and brokers crash at every step: between half and end, between a commit's two writes, mid check pass",
+        }
     }
 
     fn default_phase(&self) -> Duration {
@@ -379,61 +388,17 @@ impl Script for TxCrash {
     }
 
     fn faults(&self, _plan: &Plan) -> Faults {
-        let kinds = [
-            FaultKind::Crash,
-            FaultKind::CrashAtFsync,
-            FaultKind::Pause,
-            FaultKind::Drop,
-            FaultKind::Delay,
-            FaultKind::Duplicate,
-            FaultKind::SlowFsync,
-            FaultKind::ClockDrift,
-        ];
-        Faults {
-            kinds: kinds.to_vec(),
-            message_kinds: message_kinds(),
-            max_corruptions_per_node: 0,
-            max_drift_ppm: MAX_DRIFT_PPM,
+        match self {
+            Tx::Checkback => checkback_faults(),
+            Tx::Crash => crash_faults(),
         }
     }
 
-    /// Crashes at the steps of the protocol: producers at the fsync of a
-    /// decision (after the half, before the end message) and at random;
-    /// brokers in bursts while ends and check passes run (a commit between
-    /// its real write and its op write, a pass between its puts and its offsets).
     fn aimed(&self, run: &Run<Plan>) -> Vec<FaultAction> {
-        let mut rng = mqsim_sim::rng_for(run.seed, "tx-crash/aimed");
-        let phase = run.phase.as_millis() as u64;
-        let mut actions = Vec::new();
-        for node in run.topology.names("producer") {
-            for _ in 0..rng.gen_range(0..=3) {
-                let fault = if rng.gen_bool(0.6) {
-                    Fault::CrashAtFsync { node: node.clone() }
-                } else {
-                    Fault::Crash { node: node.clone() }
-                };
-                if let Some((at_ms, for_ms)) = window(&mut rng, phase, 300..=8_000) {
-                    actions.push(FaultAction { at_ms, for_ms, fault });
-                }
-            }
+        match self {
+            Tx::Checkback => checkback_aimed(run),
+            Tx::Crash => crash_aimed(run),
         }
-        if rng.gen_bool(0.3) {
-            // Check answers held back past the next pass: some arrive after the half was discarded.
-            let effect = Effect::Delay { ms: rng.gen_range(3_000..=10_000) };
-            let rule =
-                FilterRule { from: None, to: None, kind: Some(broker::proto::kind::CHECK_ANSWER), reply: None, effect };
-            if let Some((at_ms, for_ms)) = window(&mut rng, phase, 5_000..=20_000) {
-                actions.push(FaultAction { at_ms, for_ms, fault: Fault::Filter { rule } });
-            }
-        }
-        for node in run.topology.names("broker") {
-            for _ in 0..rng.gen_range(1..=4) {
-                if let Some((at_ms, for_ms)) = window(&mut rng, phase, 200..=6_000) {
-                    actions.push(FaultAction { at_ms, for_ms, fault: Fault::Crash { node: node.clone() } });
-                }
-            }
-        }
-        actions
     }
 
     fn start(w: &Arc<World>, run: &Run<Plan>) {
