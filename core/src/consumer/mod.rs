@@ -4,5 +4,6 @@
 pub mod client;
 pub mod offsets;
 pub mod rebalance;
+pub mod retry;
 
 pub use client::{run, Config, Handler, Observer, Step, StepResult};
