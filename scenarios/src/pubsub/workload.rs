@@ -80,11 +80,11 @@ async fn query_key(env: &Env, world: &World, producer: &Producer, topic: &str, k
 }
 
 /// Records a consumer's steps as client operations.
-pub(crate) struct Recorder {
-    pub world: Arc<World>,
-    pub node: String,
-    pub group: String,
-    pub topic: String,
+struct Recorder {
+    world: Arc<World>,
+    node: String,
+    group: String,
+    topic: String,
 }
 
 impl Observer for Recorder {
@@ -124,8 +124,8 @@ impl Observer for Recorder {
 }
 
 /// The application: processing a message takes a few milliseconds.
-pub(crate) struct Work {
-    pub env: Env,
+struct Work {
+    env: Env,
 }
 
 impl Handler for Work {
@@ -149,11 +149,38 @@ pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, group: usize, sto
         rebalance_every: Duration::from_secs(20),
         pull_batch: 16,
     };
-    let recorder =
-        Recorder { world: world.clone(), node: env.name.clone(), group: name.into(), topic: plan.topic.clone() };
+    run_recorded(env, world, config, stop).await;
+}
+
+/// Runs a consumer with `config` until `stop`, its steps recorded as client
+/// operations and each message processed in a few milliseconds.
+pub(crate) async fn run_recorded(env: Env, world: Arc<World>, config: consumer::Config, stop: Duration) {
+    let recorder = Recorder {
+        world: world.clone(),
+        node: env.name.clone(),
+        group: config.group.clone(),
+        topic: config.topic.clone(),
+    };
     let work = Work { env: env.clone() };
     let until = move || world.elapsed() >= stop;
     consumer::run(env, config, Arc::new(recorder), Arc::new(work), until).await;
+}
+
+/// The checker node's read of `topic`'s queue `queue` whole from storage
+/// (closing the last owner's ledger by recovery), recorded as `read_queue`.
+pub(crate) async fn read_queue(
+    env: &Env,
+    world: &World,
+    c: &LedgerClient,
+    topic: &str,
+    queue: u32,
+    purpose: &'static str,
+) {
+    let log = log_name(&QueueId::new(topic, queue));
+    let op = world.history.invoke(&env.name, Call::ReadQueue { topic: topic.to_string(), queue });
+    let read = patiently(env, purpose, || managed::read_whole(c, &log)).await;
+    let read = read.map_err(|e| e.to_string()).and_then(|(_, payloads)| stored(&payloads));
+    complete(env, world, op, read, |msgs| Ret::ReadQueue { msgs });
 }
 
 /// The checker node: reads every queue whole from storage (closing the last
@@ -161,11 +188,8 @@ pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, group: usize, sto
 pub async fn final_reads(env: Env, world: Arc<World>, plan: Plan) {
     let c = LedgerClient::new(&env, SERVER);
     for queue in 0..plan.queues {
+        read_queue(&env, &world, &c, &plan.topic, queue, "pubsub-final").await;
         let log = log_name(&QueueId::new(plan.topic.clone(), queue));
-        let op = world.history.invoke(&env.name, Call::ReadQueue { topic: plan.topic.clone(), queue });
-        let read = patiently(&env, "pubsub-final", || managed::read_whole(&c, &log)).await;
-        let read = read.map_err(|e| e.to_string()).and_then(|(_, payloads)| stored(&payloads));
-        complete(&env, &world, op, read, |msgs| Ret::ReadQueue { msgs });
         for (group, _) in GROUPS {
             let call = Call::FetchOffset { group: group.into(), topic: plan.topic.clone(), queue };
             let op = world.history.invoke(&env.name, call);
@@ -176,7 +200,7 @@ pub async fn final_reads(env: Env, world: Arc<World>, plan: Plan) {
 }
 
 /// A queue's entries as messages; an entry that is not one makes the read fail.
-pub(crate) fn stored(payloads: &[Vec<u8>]) -> Result<Vec<Stored>, String> {
+fn stored(payloads: &[Vec<u8>]) -> Result<Vec<Stored>, String> {
     payloads
         .iter()
         .enumerate()

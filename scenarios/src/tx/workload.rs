@@ -3,7 +3,7 @@
 
 use super::{Plan, Timeline, CHECKER, GROUP, SERVER};
 use crate::kit::{complete, patiently};
-use crate::pubsub::workload::{stored, Recorder, Work};
+use crate::pubsub::workload::{read_queue, run_recorded};
 use mqsim_core::broker::tx::{self as broker_tx, HalfRecord, CHECK_CURSOR};
 use mqsim_core::broker::{log_name, txn::Resolution};
 use mqsim_core::consumer::client as consumer;
@@ -185,15 +185,7 @@ pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, stop: Duration) {
         rebalance_every: Duration::from_secs(20),
         pull_batch: 16,
     };
-    let recorder = Recorder {
-        world: world.clone(),
-        node: env.name.clone(),
-        group: CONSUMER_GROUP.into(),
-        topic: plan.topic.clone(),
-    };
-    let work = Work { env: env.clone() };
-    let until = move || world.elapsed() >= stop;
-    consumer::run(env, config, Arc::new(recorder), Arc::new(work), until).await;
+    run_recorded(env, world, config, stop).await;
 }
 
 /// The checker node: reads every queue whole from storage, and its half, op
@@ -202,11 +194,8 @@ pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, stop: Duration) {
 pub async fn final_reads(env: Env, world: Arc<World>, plan: Plan) {
     let c = LedgerClient::new(&env, SERVER);
     for queue in 0..plan.queues {
+        read_queue(&env, &world, &c, &plan.topic, queue, "tx-final").await;
         let log = log_name(&QueueId::new(plan.topic.clone(), queue));
-        let op = world.history.invoke(CHECKER, Call::ReadQueue { topic: plan.topic.clone(), queue });
-        let read = patiently(&env, "tx-final", || managed::read_whole(&c, &log)).await;
-        let read = read.map_err(|e| e.to_string()).and_then(|(_, payloads)| stored(&payloads));
-        complete(&env, &world, op, read, |msgs| Ret::ReadQueue { msgs });
         let op = world.history.invoke(CHECKER, Call::ReadTxLogs { topic: plan.topic.clone(), queue });
         let read = patiently(&env, "tx-final", || tx_logs(&c, &log)).await;
         complete(&env, &world, op, read.map_err(|e| e.to_string()), |r| r);
