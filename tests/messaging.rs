@@ -1,6 +1,6 @@
-//! Scenarios `pubsub`, `routes`, `tx-checkback` and `tx-crash`: determinism,
-//! seeds passing under faults, and every planted messaging and transaction
-//! bug caught by a named invariant.
+//! Scenarios `pubsub`, `routes`, `ordered`, `tx-checkback` and `tx-crash`:
+//! determinism, seeds passing under faults, and every planted messaging,
+//! ordered-consumption and transaction bug caught by a named invariant.
 
 use mqsim_core::bugs::{Bug, Bugs};
 use mqsim_core::producer::local_tx::TxState;
@@ -14,7 +14,7 @@ fn run(scenario: &str, seed: u64, bugs: Bugs) -> mqsim_scenarios::Outcome {
 
 #[test]
 fn same_seed_same_history() {
-    for scenario in ["pubsub", "routes"] {
+    for scenario in ["pubsub", "routes", "ordered"] {
         let first = to_jsonl(&run(scenario, 5, Bugs::none()).history);
         run(scenario, 11, Bugs::none());
         assert_eq!(first, to_jsonl(&run(scenario, 5, Bugs::none()).history), "{scenario}");
@@ -76,6 +76,37 @@ fn every_planted_messaging_bug_is_caught() {
     caught("pubsub", Bug::ProducerRetryNewId, 10, &["M3"]);
     caught("pubsub", Bug::IndexSkipsTakenOverLog, 10, &["M1"]);
     caught("routes", Bug::NameserverNeverExpires, 10, &["R1"]);
+}
+
+#[test]
+fn ordered_passes_consecutive_seeds_and_takes_the_lock_paths() {
+    let (mut processed, mut locks) = (0, 0);
+    let mut probes = std::collections::BTreeMap::<String, u64>::new();
+    for seed in 1..=10 {
+        let outcome = run("ordered", seed, Bugs::none());
+        assert!(outcome.violations.is_empty(), "seed {seed}: {:?}", outcome.violations[0]);
+        for r in &outcome.history {
+            match &r.body {
+                Body::Ok { ret: Ret::Process, .. } => processed += 1,
+                Body::Ok { ret: Ret::Lock, .. } => locks += 1,
+                _ => {}
+            }
+        }
+        for (p, n) in outcome.stats.probes {
+            *probes.entry(p).or_default() += n;
+        }
+    }
+    assert!(processed > 2_000 && locks > 100, "{processed} processed, {locks} locks granted");
+    for p in ["ordered-lock-refused-held", "ordered-lock-refused-opened", "ordered-reconsume", "broker-took-over-queue"]
+    {
+        assert!(probes.get(p).is_some_and(|n| *n > 0), "{p} never reached in 10 seeds: {probes:?}");
+    }
+}
+
+#[test]
+fn every_planted_ordering_bug_is_caught() {
+    caught("ordered", Bug::OrderedSkipOnFailure, 5, &["M1", "M2", "M5"]);
+    caught("ordered", Bug::OrderedLockOutlivesOwner, 30, &["M2"]);
 }
 
 #[test]

@@ -55,6 +55,10 @@ pub enum Bug {
     TxCheckUnbounded,
     /// A half is stored in its real queue too.
     TxHalfVisible,
+    /// An ordered consumer takes a message that failed as consumed and goes on.
+    OrderedSkipOnFailure,
+    /// A broker that opened a queue grants its lock at once, though an earlier owner's lease may still run.
+    OrderedLockOutlivesOwner,
 }
 
 impl Bug {
@@ -83,6 +87,8 @@ impl Bug {
         Bug::TxOpBeforeReal,
         Bug::TxCheckUnbounded,
         Bug::TxHalfVisible,
+        Bug::OrderedSkipOnFailure,
+        Bug::OrderedLockOutlivesOwner,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +117,8 @@ impl Bug {
             Bug::TxOpBeforeReal => "tx-op-before-real",
             Bug::TxCheckUnbounded => "tx-check-unbounded",
             Bug::TxHalfVisible => "tx-half-visible",
+            Bug::OrderedSkipOnFailure => "ordered-skip-on-failure",
+            Bug::OrderedLockOutlivesOwner => "ordered-lock-outlives-owner",
         }
     }
 
@@ -148,6 +156,8 @@ impl Bug {
             Bug::TxOpBeforeReal => "a commit writes the op record before the real message, so a failure between them loses a committed message",
             Bug::TxCheckUnbounded => "the check-back service ignores the maximum of checks and never discards a half",
             Bug::TxHalfVisible => "a half is stored in its real queue as well, so consumers see it before the producer commits",
+            Bug::OrderedSkipOnFailure => "an ordered consumer counts a message whose processing failed as consumed and goes on to the next, instead of retrying it after 1 s",
+            Bug::OrderedLockOutlivesOwner => "a broker that opens a queue (a takeover or a restart) grants its lock at once, though a lease the earlier owner granted may still run at its consumer",
         }
     }
 

@@ -107,6 +107,13 @@ probes! {
     TxCommitFinishedOpOnly = "tx-commit-finished-op-only": "a commit found its real message written (the op write lost to a crash) and wrote only the op record",
     TxNoLiveProducer = "tx-no-live-producer": "a check-back found no live producer of the group and waited for the next pass",
     TxCheckOtherProducer = "tx-check-other-producer": "a half's sender was silent, so its check-back went to another live producer of the group",
+    // Ordered consumption.
+    OrderedLockRefusedHeld = "ordered-lock-refused-held": "a consumer's lock of a queue was refused: another consumer of its group held it (a rebalance overlap the lock stopped)",
+    OrderedLockRefusedOpened = "ordered-lock-refused-opened": "a lock was refused because the broker opened the queue lately and an earlier owner's lease may still run",
+    OrderedLockRefusedStaleOwner = "ordered-lock-refused-stale-owner": "a broker whose session expired refused a lock of a queue it still had open",
+    OrderedLeaseLapsed = "ordered-lease-lapsed": "a consumer's lease of a queue lapsed before it could renew it; it stopped and started the queue over",
+    OrderedLockLostAtRenewal = "ordered-lock-lost-at-renewal": "a consumer's renewal of a lock was refused; it stopped consuming the queue",
+    OrderedReconsume = "ordered-reconsume": "an ordered consumer retried a message whose processing failed, after 1 s, before anything after it",
     // NameServer.
     NameserverIgnoredOlderRegistration = "nameserver-ignored-older-registration": "a broker's registration arrived after a newer one and was ignored",
     NameserverExpiredBroker = "nameserver-expired-broker": "a NameServer dropped a broker whose registrations stopped",

@@ -5,6 +5,7 @@ pub mod ledger;
 pub mod managed;
 pub mod meta;
 pub mod ops;
+pub mod ordered;
 pub mod pubsub;
 pub mod routes;
 pub mod selftest;
@@ -218,6 +219,7 @@ pub fn all() -> &'static [&'static dyn Scenario] {
         &kit::Kit(ledger::LedgerRepair),
         &kit::Kit(managed::ManagedLedgers),
         &kit::Kit(pubsub::PubSub),
+        &kit::Kit(ordered::Ordered),
         &kit::Kit(routes::Routes),
         &kit::Kit(tx::Tx::Checkback),
         &kit::Kit(tx::Tx::Crash),

@@ -3,6 +3,7 @@
 //! NameServer, and serves sends, pulls and consumer offsets.
 
 pub mod index;
+pub mod locks;
 pub mod proto;
 mod server;
 pub mod tx;

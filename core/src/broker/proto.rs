@@ -30,6 +30,12 @@ pub enum Request {
     /// One-way, every few seconds: this producer of `group` is alive, so
     /// check-backs for the group's halves may go to it.
     Heartbeat { group: String },
+    /// Locks `queue` for the asking consumer of `group`, so that it alone
+    /// consumes the queue in order, for [`super::locks::LEASE`]; the holder
+    /// renews it the same way.
+    Lock { group: String, queue: QueueId },
+    /// Drops the asking consumer's lock of `queue` for `group`.
+    Unlock { group: String, queue: QueueId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +57,10 @@ pub enum Response {
         searched: Vec<(u32, u64)>,
         found: Vec<(u32, StoredMessage)>,
     },
+    /// The lock is the asker's now.
+    Locked,
+    /// The lock was refused (the reason given): nothing changed.
+    Refused(String),
     /// This broker does not own the queue: nothing was done; ask the routes again.
     NotOwner,
     /// The request failed here; a send may or may not have been stored.
@@ -70,6 +80,8 @@ pub mod kind {
     /// rules can lose or delay end messages and answers apart).
     pub const CHECK_ANSWER: Kind = Kind::new("EndTransactionFromCheck");
     pub const HEARTBEAT: Kind = Kind::new("ProducerHeartbeat");
+    pub const LOCK: Kind = Kind::new("LockBatchMQ");
+    pub const UNLOCK: Kind = Kind::new("UnlockBatchMQ");
 }
 
 pub const KINDS: &[Kind] = &[
@@ -82,6 +94,8 @@ pub const KINDS: &[Kind] = &[
     kind::END_TX,
     kind::CHECK_ANSWER,
     kind::HEARTBEAT,
+    kind::LOCK,
+    kind::UNLOCK,
 ];
 
 /// The broker, as a protocol a node serves.
@@ -103,6 +117,8 @@ impl crate::rpc::Protocol for Broker {
             Request::EndTx { from_check: false, .. } => kind::END_TX,
             Request::EndTx { from_check: true, .. } => kind::CHECK_ANSWER,
             Request::Heartbeat { .. } => kind::HEARTBEAT,
+            Request::Lock { .. } => kind::LOCK,
+            Request::Unlock { .. } => kind::UNLOCK,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! a while (a dead broker's), registers with every NameServer, and serves.
 
 use super::index::KeyIndex;
+use super::locks::{self, LockTable};
 use super::proto::{Broker, Request, Response};
 use super::tx::{self, Producers, TxLogs};
 use super::txn::CheckConfig;
@@ -82,21 +83,23 @@ const NAMESERVER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How soon a registration a NameServer did not acknowledge is sent again.
 const REGISTER_RETRY: Duration = Duration::from_secs(3);
 
-/// A queue this broker owns: its log, the log's index by key, and its
-/// transaction logs if its topic is transactional.
+/// A queue this broker owns: its log, the log's index by key, its
+/// transaction logs if its topic is transactional, and the session whose
+/// lock makes it the owner.
 #[derive(Clone)]
 struct Owned {
     ml: ManagedLedger,
     index: Arc<Mutex<KeyIndex>>,
     tx: Option<Arc<TxLogs>>,
+    session: Session,
 }
 
 impl Owned {
     /// A log just opened, with an empty index that queries catch up from the
     /// log (unless the planted bug takes the log as indexed already).
-    fn new(env: &Env, ml: ManagedLedger, tx: Option<TxLogs>) -> Owned {
+    fn new(env: &Env, ml: ManagedLedger, tx: Option<TxLogs>, session: Session) -> Owned {
         let upto = if env.bug(Bug::IndexSkipsTakenOverLog) { ml.end() } else { 0 };
-        Owned { ml, index: Arc::new(Mutex::new(KeyIndex::starting_at(upto))), tx: tx.map(Arc::new) }
+        Owned { ml, index: Arc::new(Mutex::new(KeyIndex::starting_at(upto))), tx: tx.map(Arc::new), session }
     }
 
     /// Why the queue takes no more writes, if it does not.
@@ -126,6 +129,8 @@ struct State {
     offsets: BTreeMap<(String, QueueId), u64>,
     /// The producers of each group heard from, for check-backs.
     producers: Producers,
+    /// Which consumer of a group consumes each owned queue in order.
+    locks: LockTable,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -160,7 +165,9 @@ async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
         | Request::FetchOffset { queue, .. }
         | Request::Commit { queue, .. }
         | Request::SendHalf { queue, .. }
-        | Request::EndTx { queue, .. } => queue,
+        | Request::EndTx { queue, .. }
+        | Request::Lock { queue, .. }
+        | Request::Unlock { queue, .. } => queue,
         Request::QueryKey { topic, key, max } => return query_key(env, state, topic, key, *max).await,
         Request::Heartbeat { group } => {
             let now = env.clock.mono().as_millis() as u64;
@@ -219,6 +226,29 @@ async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
                 Ok(()) => Response::Committed,
                 Err(e) => Response::Failed(e.to_string()),
             }
+        }
+        Request::Lock { group, .. } => {
+            // A lease outlives the asking, so only an owner whose session
+            // lives grants one: a zombie's grant would overlap its successor's.
+            if owned.session.is_expired() || env.clock.mono() >= owned.session.trusted_until() {
+                env.probe(Probe::OrderedLockRefusedStaleOwner);
+                return Response::NotOwner;
+            }
+            let now = ms(env.clock.mono());
+            match state.lock().expect("broker").locks.lock(group, queue, &inc.from, now, ms(locks::LEASE)) {
+                Ok(()) => Response::Locked,
+                Err(refusal) => {
+                    env.probe(match refusal {
+                        locks::Refusal::HeldBy(_) => Probe::OrderedLockRefusedHeld,
+                        locks::Refusal::Opened { .. } => Probe::OrderedLockRefusedOpened,
+                    });
+                    Response::Refused(refusal.to_string())
+                }
+            }
+        }
+        Request::Unlock { group, .. } => {
+            state.lock().expect("broker").locks.unlock(group, queue, &inc.from);
+            Response::Committed
         }
         Request::QueryKey { .. } | Request::Heartbeat { .. } => unreachable!("answered above"),
     }
@@ -416,6 +446,7 @@ async fn own(env: Env, c: LedgerClient, config: Config, state: Shared) {
         {
             let mut s = state.lock().expect("broker");
             s.owned.clear();
+            s.locks = LockTable::default();
             s.changed = true;
         }
     }
@@ -449,6 +480,7 @@ async fn look_at(
             {
                 let mut s = state.lock().expect("broker");
                 s.owned.remove(q);
+                s.locks.forget(q);
                 s.changed = true;
             }
             session.unlock(&owner_lock(q)).await;
@@ -490,8 +522,14 @@ async fn look_at(
             if !chosen {
                 env.probe(Probe::BrokerTookOverQueue);
             }
+            // Leases an earlier owner (or this broker's earlier incarnation)
+            // granted are unknown here: none is granted until they lapsed.
+            // A log nobody owned before has none.
+            let hold =
+                if ml.had_owner && !env.bug(Bug::OrderedLockOutlivesOwner) { ms(locks::TAKEOVER_HOLD) } else { 0 };
             let mut s = state.lock().expect("broker");
-            s.owned.insert(q.clone(), Owned::new(env, ml, tx));
+            s.owned.insert(q.clone(), Owned::new(env, ml, tx, session.clone()));
+            s.locks.opened(q, ms(env.clock.mono()), hold);
             s.changed = true;
         }
         Err(_) => session.unlock(&owner_lock(q)).await,
@@ -529,4 +567,8 @@ async fn register(env: Env, config: Config, state: Shared) {
         }
         env.sleep(Duration::from_secs(1)).await;
     }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
 }

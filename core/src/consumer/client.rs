@@ -9,9 +9,20 @@
 //! just taken, pull and process every started queue, commit when due. Every
 //! request that reaches a broker or the group listing is shown to an
 //! [`Observer`] as a [`Step`], so a workload can record it.
+//!
+//! An ordered consumer ([`Config::ordered`]) first locks each queue it takes
+//! at the queue's broker and renews the lock every [`RENEW_EVERY`]. It trusts
+//! a lock for [`CLIENT_LEASE`] from when it asked, processes a queue's
+//! messages one at a time in offset order while the lease runs, and starts
+//! the queue over (lock, committed offset) when a renewal is refused or the
+//! lease lapsed. A message the application could not process is retried
+//! after [`RECONSUME_AFTER`], before anything after it: nothing is skipped.
+//! (A non-ordered consumer retries it the same way for now; the retry topic
+//! is not built yet.)
 
 use super::offsets::Progress;
 use super::rebalance::{allocate, Assignment};
+use crate::broker::locks::{CLIENT_LEASE, RENEW_EVERY};
 use crate::broker::{Broker, Request, Response};
 use crate::bugs::Bug;
 use crate::env::Env;
@@ -24,7 +35,7 @@ use crate::random::Random;
 use crate::rpc::{Rpc, RpcError};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +56,9 @@ const ERROR_DELAY: Duration = Duration::from_secs(1);
 const ROUTE_RETRY: Duration = Duration::from_secs(1);
 const COMMIT_EVERY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3));
 const IDLE: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(80));
+/// How soon a message whose processing failed is processed again (ordered
+/// consumption's `suspendCurrentQueueTimeMillis`, 1 s).
+pub const RECONSUME_AFTER: Duration = Duration::from_secs(1);
 /// How long a queue whose pull found nothing new waits before the next pull
 /// (short polling: the broker does not hold pulls).
 const QUEUE_IDLE: (Duration, Duration) = (Duration::from_millis(500), Duration::from_millis(1_500));
@@ -69,6 +83,8 @@ pub struct Config {
     pub rebalance_every: Duration,
     /// At most this many messages per pull.
     pub pull_batch: u32,
+    /// Consume each queue in order, under a lock at its broker.
+    pub ordered: bool,
 }
 
 /// What the consumer does, as steps a workload can record: [`Observer::start`]
@@ -86,6 +102,10 @@ pub enum Step {
     Process { queue: u32, offset: u64, msg_id: String },
     /// Moves the group's committed offset of `queue` to `offset`.
     Commit { queue: u32, offset: u64 },
+    /// Locks (or renews the lock of) `queue` for this consumer at its broker (ordered consumers).
+    Lock { queue: u32 },
+    /// Gives the lock of `queue` back.
+    Unlock { queue: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +123,8 @@ pub enum StepResult {
     },
     Processed,
     Committed,
+    Locked,
+    Unlocked,
     /// Certainly had no effect.
     Failed(String),
     /// May have had effect.
@@ -116,13 +138,22 @@ pub trait Observer: Send + Sync {
     fn end(&self, token: u64, result: &StepResult);
 }
 
+/// What the application made of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consumed {
+    Done,
+    /// It could not process the message now: try it again later.
+    Later,
+}
+
 /// The application: processes one message (may take time).
 pub trait Handler: Send + Sync {
-    fn process(&self, msg: &StoredMessage) -> BoxFuture<'static, ()>;
+    fn process(&self, msg: &StoredMessage) -> BoxFuture<'static, Consumed>;
 }
 
 /// Runs a consumer until `until()` is true (checked between requests), then
-/// commits what is processed, closes its session and returns.
+/// gives its queues up (committing what is processed), closes its session
+/// and returns.
 pub async fn run(
     env: Env,
     config: Config,
@@ -167,6 +198,7 @@ pub async fn run(
                 rebalance_at = c.now() + c.random.jitter(c.config.rebalance_every);
             }
             c.refresh_routes().await;
+            c.renew_locks().await;
             c.start_pending().await;
             let busy = c.pull_all().await;
             if c.now() >= commit_at {
@@ -179,17 +211,38 @@ pub async fn run(
             madsim::task::yield_now().await;
         }
     }
-    c.commit_all().await;
+    // Leaving the group gives every queue up: what is processed is
+    // committed, and locks go back so that the others need not wait for them to lapse.
+    c.drop_all().await;
     if let Some(session) = c.session.take() {
         let _ = session.close().await;
     }
 }
 
+/// How an ordered consumer's request for a lock ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Locking {
+    Locked,
+    /// Refused, or the broker no longer owns the queue.
+    Refused,
+    /// No answer (or no broker to ask): the lock may or may not be ours.
+    NoAnswer,
+}
+
 /// A queue this consumer holds.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Held {
     /// `None` until the group's committed offset is fetched.
     progress: Option<Progress>,
+    /// Pulled and accepted, not processed yet, in offset order.
+    buffer: VecDeque<StoredMessage>,
+    /// Ordered: until when this consumer's lock of the queue may be trusted
+    /// (its clock); `None` while it holds none.
+    lease_until: Option<Duration>,
+    /// Ordered: when to renew the lock.
+    renew_at: Duration,
+    /// The message at the front of the buffer failed once and waits to be processed again.
+    retrying: bool,
     /// The last offset the broker confirmed as committed (at first, the fetched one).
     committed: u64,
     /// No request for this queue before this time (a pause after a failure).
@@ -286,11 +339,12 @@ impl<U: Fn() -> bool> Consumer<U> {
             self.release(q.queue).await;
         }
         for q in change.added {
-            self.held.insert(q.queue, Held { progress: None, committed: 0, not_before: Duration::ZERO, avoid: None });
+            self.held.insert(q.queue, Held::default());
         }
     }
 
-    /// Commits what is processed of `queue`, if anything, and forgets it.
+    /// Commits what is processed of `queue`, if anything, gives its lock
+    /// back, and forgets it.
     async fn release(&mut self, queue: u32) {
         let point = self.held.get(&queue).and_then(|h| commit_due(h.progress.as_ref()?, h.committed));
         if let Some(point) = point {
@@ -299,7 +353,110 @@ impl<U: Fn() -> bool> Consumer<U> {
                 self.env.probe(Probe::ConsumerRebalanceUncommitted);
             }
         }
+        if self.held.get(&queue).is_some_and(|h| h.lease_until.is_some()) {
+            self.unlock(queue).await;
+        }
         self.held.remove(&queue);
+    }
+
+    /// Ordered: the queue is no longer this consumer's to consume (its lock
+    /// was refused at renewal, or its lease lapsed). What is processed is
+    /// committed; the rest is dropped, and the queue starts over from its
+    /// lock and committed offset after a pause.
+    async fn start_over(&mut self, queue: u32) {
+        let point = self.held.get(&queue).and_then(|h| commit_due(h.progress.as_ref()?, h.committed));
+        if let Some(point) = point {
+            self.commit(queue, point).await;
+        }
+        let pause = self.now() + self.random.jitter(ERROR_DELAY);
+        if let Some(h) = self.held.get_mut(&queue) {
+            *h = Held { not_before: pause, avoid: h.avoid.take(), ..Held::default() };
+        }
+    }
+
+    /// Whether this consumer may process `queue` now: any time when not
+    /// ordered, else while its lease runs.
+    fn may_process(&self, queue: u32) -> bool {
+        !self.config.ordered || self.held.get(&queue).and_then(|h| h.lease_until).is_some_and(|t| self.now() < t)
+    }
+
+    /// Ordered: locks `queue` at its owner.
+    async fn lock(&mut self, queue: u32) -> Locking {
+        let Some(broker) = self.owner(queue) else { return Locking::NoAnswer };
+        let req = Request::Lock { group: self.config.group.clone(), queue: QueueId::new(&self.config.topic, queue) };
+        let asked = self.now();
+        let token = self.observer.start(&Step::Lock { queue });
+        let (result, locked) = match self.call(&broker, &req).await {
+            Ok(Response::Locked) => {
+                if let Some(h) = self.held.get_mut(&queue) {
+                    h.lease_until = Some(asked + CLIENT_LEASE);
+                    h.renew_at = self.env.clock.mono() + self.random.jitter(RENEW_EVERY);
+                }
+                (StepResult::Locked, Locking::Locked)
+            }
+            Ok(Response::Refused(why)) => {
+                let pause = self.now() + self.random.jitter(ERROR_DELAY);
+                if let Some(h) = self.held.get_mut(&queue) {
+                    h.not_before = pause;
+                }
+                (StepResult::Failed(why), Locking::Refused)
+            }
+            other => {
+                let locking =
+                    if matches!(other, Ok(Response::NotOwner)) { Locking::Refused } else { Locking::NoAnswer };
+                (self.failed(queue, &broker, other, true), locking)
+            }
+        };
+        self.observer.end(token, &result);
+        locked
+    }
+
+    /// Ordered: gives the lock of `queue` back (one try; the lease ends anyway).
+    async fn unlock(&mut self, queue: u32) {
+        let Some(broker) = self.owner(queue) else { return };
+        let req = Request::Unlock { group: self.config.group.clone(), queue: QueueId::new(&self.config.topic, queue) };
+        let token = self.observer.start(&Step::Unlock { queue });
+        let result = match self.call(&broker, &req).await {
+            Ok(Response::Committed) => StepResult::Unlocked,
+            other => failure(other, true),
+        };
+        self.observer.end(token, &result);
+    }
+
+    /// Ordered: renews every lock that is due, and starts over every queue
+    /// whose renewal was refused or whose lease lapsed.
+    async fn renew_locks(&mut self) {
+        if !self.config.ordered {
+            return;
+        }
+        let now = self.now();
+        let lapsed: Vec<u32> =
+            self.held.iter().filter(|(_, h)| h.lease_until.is_some_and(|t| t <= now)).map(|(q, _)| *q).collect();
+        for queue in lapsed {
+            self.env.probe(Probe::OrderedLeaseLapsed);
+            self.start_over(queue).await;
+        }
+        let due: Vec<u32> =
+            self.held.iter().filter(|(_, h)| h.lease_until.is_some() && h.renew_at <= now).map(|(q, _)| *q).collect();
+        for queue in due {
+            if (self.until)() {
+                return;
+            }
+            match self.lock(queue).await {
+                Locking::Locked => {}
+                Locking::Refused => {
+                    self.env.probe(Probe::OrderedLockLostAtRenewal);
+                    self.start_over(queue).await;
+                }
+                Locking::NoAnswer => {
+                    // Try again soon while the lease runs.
+                    let at = self.now() + self.random.jitter(ERROR_DELAY);
+                    if let Some(h) = self.held.get_mut(&queue) {
+                        h.renew_at = at;
+                    }
+                }
+            }
+        }
     }
 
     /// Fetches routes when they are stale, at most once per [`ROUTE_RETRY`].
@@ -358,6 +515,9 @@ impl<U: Fn() -> bool> Consumer<U> {
             if (self.until)() {
                 return;
             }
+            if self.config.ordered && !self.may_process(queue) && self.lock(queue).await != Locking::Locked {
+                continue;
+            }
             let Some(broker) = self.owner(queue) else { continue };
             let req = Request::FetchOffset {
                 group: self.config.group.clone(),
@@ -388,13 +548,16 @@ impl<U: Fn() -> bool> Consumer<U> {
             if (self.until)() {
                 break;
             }
-            busy |= self.pull(queue).await;
+            if self.held.get(&queue).is_some_and(|h| h.buffer.is_empty()) {
+                busy |= self.pull(queue).await;
+            }
+            busy |= self.process(queue).await;
         }
         busy
     }
 
-    /// One pull of `queue`, and the processing of what it accepted. True when
-    /// the pull moved on (messages, or filtered ones skipped).
+    /// One pull of `queue`; what it accepted waits in the queue's buffer.
+    /// True when the pull moved on (messages, or filtered ones skipped).
     async fn pull(&mut self, queue: u32) -> bool {
         let Some(from) = self.held.get(&queue).and_then(|h| h.progress.as_ref()).map(Progress::next_pull) else {
             return false;
@@ -439,23 +602,64 @@ impl<U: Fn() -> bool> Consumer<U> {
             self.commit(queue, next).await;
         }
         let mut accepted = accepted.into_iter().peekable();
+        let mut taken = Vec::new();
         for m in msgs {
-            if accepted.peek() != Some(&m.offset) {
-                continue;
+            if accepted.peek() == Some(&m.offset) {
+                accepted.next();
+                taken.push(m);
             }
-            accepted.next();
-            if (self.until)() {
+        }
+        if let Some(h) = self.held.get_mut(&queue) {
+            h.buffer.extend(taken);
+        }
+        true
+    }
+
+    /// Hands the buffered messages of `queue` to the application one at a
+    /// time, in offset order, while this consumer may process the queue. A
+    /// message the application could not process stops the queue for
+    /// [`RECONSUME_AFTER`] and is processed again first. True when a message
+    /// was processed.
+    async fn process(&mut self, queue: u32) -> bool {
+        let mut processed = false;
+        loop {
+            if (self.until)() || !self.may_process(queue) {
                 break;
+            }
+            let Some((m, retrying)) = self.held.get(&queue).and_then(|h| Some((h.buffer.front()?.clone(), h.retrying)))
+            else {
+                break;
+            };
+            if retrying && self.config.ordered {
+                self.env.probe(Probe::OrderedReconsume);
             }
             let step = Step::Process { queue, offset: m.offset, msg_id: m.message.msg_id.clone() };
             let token = self.observer.start(&step);
-            self.handler.process(&m).await;
-            if let Some(p) = self.held.get_mut(&queue).and_then(|h| h.progress.as_mut()) {
-                p.processed(m.offset);
+            let consumed = self.handler.process(&m).await;
+            let skip = consumed == Consumed::Later && self.config.ordered && self.env.bug(Bug::OrderedSkipOnFailure);
+            let Some(h) = self.held.get_mut(&queue) else { break };
+            if consumed == Consumed::Done || skip {
+                if let Some(p) = h.progress.as_mut() {
+                    p.processed(m.offset);
+                }
+                h.buffer.pop_front();
+                h.retrying = false;
+                processed = true;
+            } else {
+                h.retrying = true;
+                h.not_before = self.env.clock.mono() + RECONSUME_AFTER;
             }
-            self.observer.end(token, &StepResult::Processed);
+            let result = if consumed == Consumed::Done {
+                StepResult::Processed
+            } else {
+                StepResult::Failed("consume later".into())
+            };
+            self.observer.end(token, &result);
+            if consumed == Consumed::Later && !skip {
+                break;
+            }
         }
-        true
+        processed
     }
 
     /// Commits every started queue whose commit point moved past its committed offset.

@@ -6,4 +6,4 @@ pub mod offsets;
 pub mod rebalance;
 pub mod retry;
 
-pub use client::{run, Config, Handler, Observer, Step, StepResult};
+pub use client::{run, Config, Consumed, Handler, Observer, Step, StepResult};

@@ -111,6 +111,9 @@ pub struct ManagedLedger {
     pub name: String,
     /// The ledger this owner added when it opened the log.
     pub opened: LedgerId,
+    /// The log had ledgers when this owner opened it: another owner (or an
+    /// earlier incarnation of this one) owned it before.
+    pub had_owner: bool,
     c: LedgerClient,
     cmds: mpsc::UnboundedSender<Cmd>,
     shared: Arc<Mutex<Shared>>,
@@ -143,7 +146,9 @@ impl ManagedLedger {
                 Some(version) => {
                     let end = next.end();
                     c.event(LedgerEvent::LogOpened { log: name.to_string(), ledger: writer.ledger, end });
-                    return Ok(Actor::start(c, name, config, next, version, writer));
+                    let mut ml = Actor::start(c, name, config, next, version, writer);
+                    ml.had_owner = !meta.segments.is_empty();
+                    return Ok(ml);
                 }
                 None => c.env.probe(Probe::ManagedOpenRaced),
             }
@@ -385,7 +390,7 @@ impl Actor {
             bytes: 0,
         };
         madsim::task::spawn(actor.run(rx));
-        ManagedLedger { name: name.to_string(), opened: w_ledger, c: c.clone(), cmds: tx, shared }
+        ManagedLedger { name: name.to_string(), opened: w_ledger, had_owner: false, c: c.clone(), cmds: tx, shared }
     }
 
     fn fail(&self, e: MlError) {

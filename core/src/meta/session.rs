@@ -29,6 +29,9 @@ struct Inner {
     /// answered for a whole timeout, so the service may have expired it.
     expire: Mutex<Option<oneshot::Sender<()>>>,
     expired: Shared<oneshot::Receiver<()>>,
+    /// When the last answered keepalive (or the open) was sent, by this node's clock.
+    answered_since: Mutex<Duration>,
+    timeout: Duration,
 }
 
 impl Inner {
@@ -51,9 +54,17 @@ impl Session {
 
     /// Asks the service for a session once.
     pub async fn try_open(env: &Env, meta: &MetaClient, timeout: Duration) -> Result<Session, MetaError> {
+        let sent = env.clock.mono();
         let id = meta.open_session(timeout).await?;
         let (tx, rx) = oneshot::channel();
-        let inner = Arc::new(Inner { id, meta: meta.clone(), expire: Mutex::new(Some(tx)), expired: rx.shared() });
+        let inner = Arc::new(Inner {
+            id,
+            meta: meta.clone(),
+            expire: Mutex::new(Some(tx)),
+            expired: rx.shared(),
+            answered_since: Mutex::new(sent),
+            timeout,
+        });
         madsim::task::spawn(keepalive(env.clone(), env.random("session"), Arc::downgrade(&inner), timeout));
         Ok(Session { inner })
     }
@@ -70,6 +81,14 @@ impl Session {
 
     pub fn is_expired(&self) -> bool {
         self.inner.expire.lock().expect("session").is_none()
+    }
+
+    /// Until when (this node's monotonic clock) the service cannot have
+    /// expired the session: a whole timeout after the last answered
+    /// keepalive was sent. Unlike [`Session::is_expired`] this does not wait
+    /// for the keepalive task to notice, so it holds right after a pause.
+    pub fn trusted_until(&self) -> Duration {
+        *self.inner.answered_since.lock().expect("session") + self.inner.timeout
     }
 
     /// Creates an ephemeral key owned by this session.
@@ -151,7 +170,10 @@ async fn keepalive(env: Env, random: Random, inner: Weak<Inner>, timeout: Durati
         }
         let sent = env.clock.mono();
         match session.meta.heartbeat(session.id).await {
-            Ok(()) => answered_since = sent,
+            Ok(()) => {
+                answered_since = sent;
+                *session.answered_since.lock().expect("session") = sent;
+            }
             Err(MetaError::SessionExpired) => return session.mark_expired(),
             Err(_) if env.clock.mono().saturating_sub(answered_since) >= timeout => {
                 return session.mark_expired();

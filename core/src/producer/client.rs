@@ -6,7 +6,7 @@
 //! each retry on another broker when there is one, always with the same
 //! message id (unless the planted bug [`Bug::ProducerRetryNewId`] is on).
 
-use super::select::{RouteCache, Selector};
+use super::select::{RouteCache, Selector, Shard};
 use crate::broker::proto::{self as broker, Broker};
 use crate::bugs::Bug;
 use crate::env::Env;
@@ -156,8 +156,8 @@ impl Producer {
     }
 
     /// Sends `message` (its msg_id already set by the caller) to a queue of its
-    /// topic: round-robin, or by hash of `shard` when given.
-    pub async fn send(&self, message: Message, shard: Option<&str>) -> SendOutcome {
+    /// topic: round-robin, or by hash of `shard`'s key when given.
+    pub async fn send(&self, message: Message, shard: Option<Shard<'_>>) -> SendOutcome {
         self.send_as(message, shard, |queue, message| broker::Request::Send { queue, message }).await
     }
 
@@ -184,7 +184,7 @@ impl Producer {
     async fn send_as(
         &self,
         message: Message,
-        shard: Option<&str>,
+        shard: Option<Shard<'_>>,
         request: impl Fn(QueueId, Message) -> broker::Request,
     ) -> SendOutcome {
         let env = &self.inner.env;

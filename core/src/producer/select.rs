@@ -67,6 +67,21 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// What picks the queue of an ordered message: its sharding key, and the
+/// number of queues of its topic (fixed, whoever owns them now).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard<'a> {
+    pub key: &'a str,
+    pub queues: u32,
+}
+
+impl Shard<'_> {
+    /// The queue id the key maps to: `fnv1a(key) mod queues`.
+    pub fn queue(&self) -> u32 {
+        (fnv1a(self.key.as_bytes()) % u64::from(self.queues.max(1))) as u32
+    }
+}
+
 /// Chooses the queue of each send; keeps one round-robin position per topic.
 #[derive(Clone, Debug, Default)]
 pub struct Selector {
@@ -84,10 +99,13 @@ impl Selector {
     /// The (broker, queue) to send a message of `topic` to, from `queues` (any
     /// order, as from [`RouteCache::queues`]); `None` when there is none.
     ///
-    /// With a sharding `key` the queue is `fnv1a(key) mod n` over the sorted
-    /// distinct queue ids, whatever `avoid` says, so a key keeps its queue. Only
-    /// when that queue is listed under several brokers (an ownership move the
-    /// NameServer has not yet expired) does `avoid` pick among them.
+    /// With a `shard` the queue is [`Shard::queue`], whatever `avoid` says and
+    /// whichever queues are listed now, so a key keeps its queue while
+    /// ownership moves; `None` while no broker lists it. Only when that queue
+    /// is listed under several brokers (an ownership move the NameServer has
+    /// not yet expired) does `avoid` pick among them. (Hashing over the queues
+    /// listed now would move a key to another queue whenever one is
+    /// unowned for a while, and its order would be lost.)
     ///
     /// Without a key, round-robin, skipping queues of the `avoid` broker (the
     /// one the last try failed on) while another broker has queues.
@@ -95,7 +113,7 @@ impl Selector {
         &mut self,
         topic: &str,
         queues: &[(String, QueueId)],
-        key: Option<&str>,
+        shard: Option<Shard>,
         avoid: Option<&str>,
     ) -> Option<(String, QueueId)> {
         let sorted: Vec<&(String, QueueId)> = queues.iter().collect::<BTreeSet<_>>().into_iter().collect();
@@ -103,11 +121,10 @@ impl Selector {
             return None;
         }
         let not_avoided = |(b, _): &(String, QueueId)| avoid != Some(b.as_str());
-        if let Some(key) = key {
-            let ids: Vec<&QueueId> = sorted.iter().map(|(_, q)| q).collect::<BTreeSet<_>>().into_iter().collect();
-            let id = ids[(fnv1a(key.as_bytes()) % ids.len() as u64) as usize];
-            let owners: Vec<&(String, QueueId)> = sorted.iter().copied().filter(|(_, q)| q == id).collect();
-            let pick = owners.iter().find(|p| not_avoided(p)).unwrap_or(&owners[0]);
+        if let Some(shard) = shard {
+            let id = shard.queue();
+            let owners: Vec<&(String, QueueId)> = sorted.iter().copied().filter(|(_, q)| q.queue == id).collect();
+            let pick = owners.iter().find(|p| not_avoided(p)).or(owners.first())?;
             return Some((*pick).clone());
         }
         let n = sorted.len() as u64;
@@ -168,13 +185,20 @@ mod tests {
         // Only one broker left: it is used even though it is avoided.
         assert_eq!(s.select("t", &queues[1..], None, Some("b0")), Some(pair("b0", 0)));
         assert_eq!(s.select("t", &[], None, None), None);
-        // Two distinct queue ids (q0 is listed twice): fnv1a(key) mod 2 picks
-        // one, whatever the counter or `avoid`.
+        // Two queues (q0 is listed twice): fnv1a(key) mod 2 picks one,
+        // whatever the counter or `avoid`.
         for key in ["order-1", "order-2", "order-3"] {
-            let (_, q) = s.select("t", &queues, Some(key), None).unwrap();
+            let shard = Shard { key, queues: 2 };
+            let (_, q) = s.select("t", &queues, Some(shard), None).unwrap();
             assert_eq!(q.queue, (fnv1a(key.as_bytes()) % 2) as u32);
-            assert_eq!(s.select("t", &queues, Some(key), Some("b0")).unwrap().1, q);
+            assert_eq!(s.select("t", &queues, Some(shard), Some("b0")).unwrap().1, q);
         }
+        // A key whose queue nobody lists now has nowhere to go: it does not move.
+        let key = ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .into_iter()
+            .find(|k| Shard { key: k, queues: 3 }.queue() == 2)
+            .unwrap();
+        assert_eq!(s.select("t", &queues, Some(Shard { key, queues: 3 }), None), None);
     }
 
     #[test]
@@ -188,8 +212,9 @@ mod tests {
     fn a_queue_listed_under_two_brokers_keeps_its_keys_and_avoid_picks_the_owner() {
         let queues = vec![pair("old", 0), pair("new", 0)];
         let mut s = Selector::default();
-        assert_eq!(s.select("t", &queues, Some("k"), None), Some(pair("new", 0)));
-        assert_eq!(s.select("t", &queues, Some("k"), Some("new")), Some(pair("old", 0)));
+        let shard = Some(Shard { key: "k", queues: 1 });
+        assert_eq!(s.select("t", &queues, shard, None), Some(pair("new", 0)));
+        assert_eq!(s.select("t", &queues, shard, Some("new")), Some(pair("old", 0)));
     }
 
     /// A topic's (broker, queue) pairs over up to four brokers, in any order.
@@ -237,27 +262,30 @@ mod tests {
         }
 
         #[test]
-        fn the_sharded_queue_depends_only_on_the_key_and_the_queue_list(
+        fn the_sharded_queue_depends_only_on_the_key_and_the_queue_count(
             queues in queue_list(),
             key in ".{0,12}",
+            count in 1u32..9,
             start in any::<u64>(),
             warm in 0usize..5,
             avoid in prop::option::of(0u8..4),
         ) {
+            let shard = Shard { key: &key, queues: count };
+            let id = (fnv1a(key.as_bytes()) % u64::from(count)) as u32;
+            let listed = queues.iter().any(|(_, q)| q.queue == id);
             let avoid = avoid.map(|b| format!("b{b}"));
-            let reference = Selector::default().select("t", &queues, Some(&key), None).unwrap();
+            let reference = Selector::default().select("t", &queues, Some(shard), None);
+            prop_assert_eq!(reference.is_some(), listed);
             let mut s = Selector::new(start);
             for _ in 0..warm {
                 s.select("t", &queues, None, None);
             }
             let mut reversed = queues.clone();
             reversed.reverse();
-            let (_, q) = s.select("t", &reversed, Some(&key), avoid.as_deref()).unwrap();
-            prop_assert_eq!(&q, &reference.1);
+            let picked = s.select("t", &reversed, Some(shard), avoid.as_deref());
+            prop_assert_eq!(picked.as_ref().map(|(_, q)| q.queue), listed.then_some(id));
             // Without `avoid`, the broker too is fixed.
-            prop_assert_eq!(s.select("t", &reversed, Some(&key), None).unwrap(), reference.clone());
-            let ids: Vec<&QueueId> = queues.iter().map(|(_, q)| q).collect::<BTreeSet<_>>().into_iter().collect();
-            prop_assert_eq!(&reference.1, ids[(fnv1a(key.as_bytes()) % ids.len() as u64) as usize]);
+            prop_assert_eq!(s.select("t", &reversed, Some(shard), None), reference);
         }
     }
 }

@@ -16,7 +16,8 @@
 //!   offset is below the end it searched to.
 //! - **M2** *nonmonotonic-poll*: offsets of one poll do not increase within
 //!   `[offset, next)`, or a poll starts below the previous poll's `next` while
-//!   the same consumer incarnation held the queue throughout; *poll-skip*: such a
+//!   the same consumer incarnation held the queue throughout (no rebalance
+//!   between, and no fetch of the committed offset that started it over); *poll-skip*: such a
 //!   poll starts above it (or above the committed offset the consumer fetched
 //!   when it took the queue), or a poll's answer leaves out a message of a
 //!   subscribed tag that the final read has within its range;
@@ -210,10 +211,18 @@ impl<'a> Run<'a> {
     /// Rebalances cut a consumer's holds: a queue it held before and after one
     /// that succeeded is held throughout; every other queue of the topic may
     /// have been taken or given. One with an unknown outcome cuts them all.
+    /// A fetch of a queue's committed offset cuts the hold of that queue.
     fn find_breaks(&mut self) {
         let mut holding: BTreeMap<(&str, usize, &str, &str), BTreeSet<u32>> = BTreeMap::new();
         let mut breaks: BTreeMap<HoldKey<'a>, Vec<usize>> = BTreeMap::new();
         for (i, o) in self.ops.iter().enumerate() {
+            // A fetch of the committed offset starts the queue over (an
+            // ordered consumer whose lock lapsed does): a hold ends just
+            // before it, so the fetch opens the new one.
+            if let Call::FetchOffset { group, topic, queue } = o.call {
+                breaks.entry((o.node, group, topic, *queue)).or_default().push(self.inv[i].saturating_sub(1));
+                continue;
+            }
             let Call::Rebalance { group, topic } = o.call else { continue };
             let at = self.inv[i];
             let all: BTreeSet<u32> = (0..self.queues_of(topic)).collect();
@@ -1390,6 +1399,21 @@ mod tests {
         let checked = check(&h.done(), &spec(1));
         assert_eq!(checked.violations, vec![]);
         assert_eq!(checked.duplicates, Duplicates { rebalance: 1, ..Duplicates::default() });
+        // So is one after the consumer started the queue over from its
+        // committed offset (an ordered consumer whose lease lapsed), but not
+        // one that starts above the offset it fetched.
+        for (from, fine) in [(2, true), (3, false)] {
+            let mut h = mini();
+            send(&mut h, P, 140, "m3", "a", at(0, 2));
+            poll(&mut h, C, 146, 0, 2, &[(2, "m3", "a")], 3);
+            fetch(&mut h, C, 170, 0, 2);
+            let msgs: Msgs = if from == 2 { &[(2, "m3", "a")] } else { &[] };
+            poll(&mut h, C, 200, 0, from, msgs, 3);
+            process(&mut h, C, 210, 0, 2, "m3");
+            mini_final(&mut h, &[(2, "m3", "a")]);
+            let violations = check(&h.done(), &spec(1)).violations;
+            assert_eq!(violations.is_empty(), fine, "from {from}: {violations:?}");
+        }
     }
 
     #[test]

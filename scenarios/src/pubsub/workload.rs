@@ -4,7 +4,7 @@
 use super::{Plan, GROUPS, SERVER};
 use crate::kit::{complete, patiently};
 use mqsim_core::broker::log_name;
-use mqsim_core::consumer::client::{self as consumer, Handler, Observer, Step, StepResult};
+use mqsim_core::consumer::client::{self as consumer, Consumed, Handler, Observer, Step, StepResult};
 use mqsim_core::env::Env;
 use mqsim_core::ledger::LedgerClient;
 use mqsim_core::managed::{self, cursor};
@@ -98,6 +98,8 @@ impl Observer for Recorder {
                 Call::Process { group, topic, queue: *queue, offset: *offset, msg_id: msg_id.clone() }
             }
             Step::Commit { queue, offset } => Call::Commit { group, topic, queue: *queue, offset: *offset },
+            Step::Lock { queue } => Call::Lock { group, topic, queue: *queue },
+            Step::Unlock { queue } => Call::Unlock { group, topic, queue: *queue },
         };
         self.world.history.invoke(&self.node, call).0
     }
@@ -116,6 +118,8 @@ impl Observer for Recorder {
             },
             StepResult::Processed => Ret::Process,
             StepResult::Committed => Ret::Commit,
+            StepResult::Locked => Ret::Lock,
+            StepResult::Unlocked => Ret::Unlock,
             StepResult::Failed(e) => return self.world.history.fail(&self.node, op, e),
             StepResult::Unknown(e) => return self.world.history.info(&self.node, op, e),
         };
@@ -124,14 +128,18 @@ impl Observer for Recorder {
 }
 
 /// The application: processing a message takes a few milliseconds.
-struct Work {
-    env: Env,
+pub(crate) struct Work {
+    pub(crate) env: Env,
 }
 
 impl Handler for Work {
-    fn process(&self, _msg: &StoredMessage) -> futures::future::BoxFuture<'static, ()> {
+    fn process(&self, _msg: &StoredMessage) -> futures::future::BoxFuture<'static, Consumed> {
         let d = self.env.random("pubsub-processing").duration(Duration::from_millis(1), Duration::from_millis(8));
-        self.env.sleep(d)
+        let sleep = self.env.sleep(d);
+        Box::pin(async move {
+            sleep.await;
+            Consumed::Done
+        })
     }
 }
 
@@ -148,22 +156,29 @@ pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, group: usize, sto
         session_timeout: plan.session_timeout,
         rebalance_every: Duration::from_secs(20),
         pull_batch: 16,
+        ordered: false,
     };
-    run_recorded(env, world, config, stop).await;
+    let work = Arc::new(Work { env: env.clone() });
+    run_recorded(env, world, config, work, stop).await;
 }
 
-/// Runs a consumer with `config` until `stop`, its steps recorded as client
-/// operations and each message processed in a few milliseconds.
-pub(crate) async fn run_recorded(env: Env, world: Arc<World>, config: consumer::Config, stop: Duration) {
+/// Runs a consumer with `config` and the application `handler` until
+/// `stop`, its steps recorded as client operations.
+pub(crate) async fn run_recorded(
+    env: Env,
+    world: Arc<World>,
+    config: consumer::Config,
+    handler: Arc<dyn Handler>,
+    stop: Duration,
+) {
     let recorder = Recorder {
         world: world.clone(),
         node: env.name.clone(),
         group: config.group.clone(),
         topic: config.topic.clone(),
     };
-    let work = Work { env: env.clone() };
     let until = move || world.elapsed() >= stop;
-    consumer::run(env, config, Arc::new(recorder), Arc::new(work), until).await;
+    consumer::run(env, config, Arc::new(recorder), handler, until).await;
 }
 
 /// The checker node's read of `topic`'s queue `queue` whole from storage

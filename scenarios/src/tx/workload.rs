@@ -3,7 +3,7 @@
 
 use super::{Plan, Timeline, CHECKER, GROUP, SERVER};
 use crate::kit::{complete, patiently};
-use crate::pubsub::workload::{read_queue, run_recorded};
+use crate::pubsub::workload::{read_queue, run_recorded, Work};
 use mqsim_core::broker::tx::{self as broker_tx, HalfRecord, CHECK_CURSOR};
 use mqsim_core::broker::{log_name, txn::Resolution};
 use mqsim_core::consumer::client as consumer;
@@ -184,8 +184,10 @@ pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, stop: Duration) {
         session_timeout: plan.session_timeout,
         rebalance_every: Duration::from_secs(20),
         pull_batch: 16,
+        ordered: false,
     };
-    run_recorded(env, world, config, stop).await;
+    let work = Arc::new(Work { env: env.clone() });
+    run_recorded(env, world, config, work, stop).await;
 }
 
 /// The checker node: reads every queue whole from storage, and its half, op

@@ -172,6 +172,18 @@ pub enum Call {
         queue: u32,
         offset: u64,
     },
+    /// An ordered consumer locks (or renews its lock of) a queue at its broker.
+    Lock {
+        group: String,
+        topic: String,
+        queue: u32,
+    },
+    /// An ordered consumer gives its lock of a queue back.
+    Unlock {
+        group: String,
+        topic: String,
+        queue: u32,
+    },
     /// Asks one broker for the messages with `key` in its queues of `topic`.
     QueryKey {
         broker: String,
@@ -422,6 +434,8 @@ pub enum Ret {
     },
     Process,
     Commit,
+    Lock,
+    Unlock,
     /// The queues the broker searched, each up to its durable end then, and what it found there.
     QueryKey {
         searched: Vec<Searched>,
@@ -494,6 +508,8 @@ impl Call {
             Call::Poll { .. } => "poll",
             Call::Process { .. } => "process",
             Call::Commit { .. } => "commit",
+            Call::Lock { .. } => "lock",
+            Call::Unlock { .. } => "unlock",
             Call::QueryKey { .. } => "query_key",
             Call::ReadQueue { .. } => "read_queue",
             Call::SendHalf { .. } => "send_half",
@@ -570,6 +586,8 @@ impl Ret {
             Ret::Poll { .. } => "poll",
             Ret::Process => "process",
             Ret::Commit => "commit",
+            Ret::Lock => "lock",
+            Ret::Unlock => "unlock",
             Ret::QueryKey { .. } => "query_key",
             Ret::ReadQueue { .. } => "read_queue",
             Ret::SendHalf { .. } => "send_half",
