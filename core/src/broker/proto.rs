@@ -31,11 +31,11 @@ pub enum Request {
     /// check-backs for the group's halves may go to it.
     Heartbeat { group: String },
     /// Locks `queue` for the asking consumer of `group`, so that it alone
-    /// consumes the queue in order, for [`super::locks::LEASE`]; the holder
-    /// renews it the same way.
-    Lock { group: String, queue: QueueId },
-    /// Drops the asking consumer's lock of `queue` for `group`.
-    Unlock { group: String, queue: QueueId },
+    /// consumes the queue in order, for [`super::locks::LEASE`]; `renew`
+    /// names the grant the consumer holds, to extend it.
+    Lock { group: String, queue: QueueId, renew: Option<u64> },
+    /// Drops the asking consumer's lock of `queue` for `group`, if it is still grant `grant`.
+    Unlock { group: String, queue: QueueId, grant: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,8 +57,10 @@ pub enum Response {
         searched: Vec<(u32, u64)>,
         found: Vec<(u32, StoredMessage)>,
     },
-    /// The lock is the asker's now.
-    Locked,
+    /// The lock is the asker's now, as grant `grant`.
+    Locked {
+        grant: u64,
+    },
     /// The lock was refused (the reason given): nothing changed.
     Refused(String),
     /// This broker does not own the queue: nothing was done; ask the routes again.

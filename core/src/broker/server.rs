@@ -136,7 +136,9 @@ struct State {
 type Shared = Arc<Mutex<State>>;
 
 pub async fn serve(env: Env, config: Config) {
-    let state: Shared = Arc::default();
+    // Grant ids of this incarnation start past any an earlier one gave (1,000 a millisecond).
+    let locks = LockTable::starting_after(ms(env.clock.mono()) * 1_000);
+    let state: Shared = Arc::new(Mutex::new(State { locks, ..State::default() }));
     let c = LedgerClient::new(&env, &config.meta_server);
     madsim::task::spawn(own(env.clone(), c.clone(), config.clone(), state.clone()));
     madsim::task::spawn(register(env.clone(), config.clone(), state.clone()));
@@ -227,7 +229,7 @@ async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
                 Err(e) => Response::Failed(e.to_string()),
             }
         }
-        Request::Lock { group, .. } => {
+        Request::Lock { group, renew, .. } => {
             // A lease outlives the asking, so only an owner whose session
             // lives grants one: a zombie's grant would overlap its successor's.
             if owned.session.is_expired() || env.clock.mono() >= owned.session.trusted_until() {
@@ -235,8 +237,8 @@ async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
                 return Response::NotOwner;
             }
             let now = ms(env.clock.mono());
-            match state.lock().expect("broker").locks.lock(group, queue, &inc.from, now, ms(locks::LEASE)) {
-                Ok(()) => Response::Locked,
+            match state.lock().expect("broker").locks.lock(group, queue, &inc.from, *renew, now, ms(locks::LEASE)) {
+                Ok(grant) => Response::Locked { grant },
                 Err(refusal) => {
                     env.probe(match refusal {
                         locks::Refusal::HeldBy(_) => Probe::OrderedLockRefusedHeld,
@@ -246,8 +248,8 @@ async fn handle(env: &Env, state: &Shared, inc: &Incoming<Broker>) -> Response {
                 }
             }
         }
-        Request::Unlock { group, .. } => {
-            state.lock().expect("broker").locks.unlock(group, queue, &inc.from);
+        Request::Unlock { group, grant, .. } => {
+            state.lock().expect("broker").locks.unlock(group, queue, &inc.from, *grant);
             Response::Committed
         }
         Request::QueryKey { .. } | Request::Heartbeat { .. } => unreachable!("answered above"),
@@ -446,7 +448,7 @@ async fn own(env: Env, c: LedgerClient, config: Config, state: Shared) {
         {
             let mut s = state.lock().expect("broker");
             s.owned.clear();
-            s.locks = LockTable::default();
+            s.locks.forget_all();
             s.changed = true;
         }
     }

@@ -241,6 +241,8 @@ struct Held {
     lease_until: Option<Duration>,
     /// Ordered: when to renew the lock.
     renew_at: Duration,
+    /// Ordered: the broker's id of the lock this consumer holds.
+    grant: Option<u64>,
     /// The message at the front of the buffer failed once and waits to be processed again.
     retrying: bool,
     /// The last offset the broker confirmed as committed (at first, the fetched one).
@@ -383,12 +385,15 @@ impl<U: Fn() -> bool> Consumer<U> {
     /// Ordered: locks `queue` at its owner.
     async fn lock(&mut self, queue: u32) -> Locking {
         let Some(broker) = self.owner(queue) else { return Locking::NoAnswer };
-        let req = Request::Lock { group: self.config.group.clone(), queue: QueueId::new(&self.config.topic, queue) };
+        let renew = self.held.get(&queue).and_then(|h| h.grant);
+        let req =
+            Request::Lock { group: self.config.group.clone(), queue: QueueId::new(&self.config.topic, queue), renew };
         let asked = self.now();
         let token = self.observer.start(&Step::Lock { queue });
         let (result, locked) = match self.call(&broker, &req).await {
-            Ok(Response::Locked) => {
+            Ok(Response::Locked { grant }) => {
                 if let Some(h) = self.held.get_mut(&queue) {
+                    h.grant = Some(grant);
                     h.lease_until = Some(asked + CLIENT_LEASE);
                     h.renew_at = self.env.clock.mono() + self.random.jitter(RENEW_EVERY);
                 }
@@ -413,8 +418,10 @@ impl<U: Fn() -> bool> Consumer<U> {
 
     /// Ordered: gives the lock of `queue` back (one try; the lease ends anyway).
     async fn unlock(&mut self, queue: u32) {
+        let Some(grant) = self.held.get(&queue).and_then(|h| h.grant) else { return };
         let Some(broker) = self.owner(queue) else { return };
-        let req = Request::Unlock { group: self.config.group.clone(), queue: QueueId::new(&self.config.topic, queue) };
+        let topic_queue = QueueId::new(&self.config.topic, queue);
+        let req = Request::Unlock { group: self.config.group.clone(), queue: topic_queue, grant };
         let token = self.observer.start(&Step::Unlock { queue });
         let result = match self.call(&broker, &req).await {
             Ok(Response::Committed) => StepResult::Unlocked,

@@ -202,6 +202,10 @@ impl Producer {
             }
             let picked = self.lock().selector.select(&message.topic, &queues, shard, avoid.as_deref());
             let Some((broker, queue)) = picked else {
+                if shard.is_some() {
+                    // The key's queue is unowned in these routes: the next send asks again.
+                    self.lock().routes.invalidate(&message.topic);
+                }
                 tries.push(TryResult::NoRoute);
                 break;
             };

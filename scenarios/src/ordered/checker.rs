@@ -7,11 +7,18 @@
 //!   before every message of that key acknowledged before it was sent (a
 //!   message skipped, or processed out of order). Redeliveries are fine:
 //!   what was processed before stays processed.
+//! - **M2** *queue-order*: within a consumer's tenure of a queue (below),
+//!   a message was processed after one at a higher offset, or after a message
+//!   whose processing failed but before that message was retried (nothing is
+//!   skipped, even on a second pass).
 //! - **M2** *two-consumers-at-once*: two consumers of the group processed
 //!   one queue at once. A consumer's *tenure* of a queue runs from its first
 //!   processing after it fetched the committed offset (which it does
 //!   whenever it takes the queue, or starts it over) to its last processing
-//!   before the next fetch; two tenures of one queue must not overlap.
+//!   before the next fetch; two tenures of one queue must not overlap. A
+//!   tenure ends where its last processing began: a consumer frozen inside
+//!   its application cannot be stopped by any lease, so what is judged is
+//!   that no consumer begins a message while another's tenure runs.
 //!
 //! Order is the order of invocation in the history. A run with no
 //! acknowledged keyed send, or in which the group processed nothing, judged
@@ -42,6 +49,7 @@ pub fn check(history: &[Record], group: &str) -> Vec<Violation> {
     }
     let mut report = Report::default();
     key_order(&ops, &invoked, group, &mut report);
+    queue_order(&ops, group, &mut report);
     one_consumer_at_once(&ops, group, &mut report);
     report.violations()
 }
@@ -91,6 +99,37 @@ fn key_order(ops: &[Op], invoked: &[usize], group: &str, report: &mut Report) {
         seen.insert(msg_id);
         while *prefix < list.len() && seen.contains(list[*prefix].1) {
             *prefix += 1;
+        }
+    }
+}
+
+/// M2 *queue-order*.
+fn queue_order(ops: &[Op], group: &str, report: &mut Report) {
+    // Per (node, queue): the last processing in the current tenure: (offset, whether it succeeded, op).
+    let mut last: BTreeMap<(&str, u32), (u64, bool, usize)> = BTreeMap::new();
+    for (i, o) in ops.iter().enumerate() {
+        match o.call {
+            Call::FetchOffset { group: g, queue, .. } if g == group => {
+                last.remove(&(o.node, *queue));
+            }
+            Call::Process { group: g, queue, offset, .. } if g == group => {
+                if let Some(&(before, ok, j)) = last.get(&(o.node, *queue)) {
+                    let wrong = if ok { *offset <= before } else { *offset != before };
+                    if wrong {
+                        let why = if ok {
+                            format!("after offset {before} ({})", ops[j].describe())
+                        } else {
+                            format!("after offset {before} failed ({}) and before it was retried", ops[j].describe())
+                        };
+                        report.at("M2", o, format!("queue-order: {} processed q{queue} offset {offset} {why}", o.node));
+                    }
+                }
+                // A processing that never ended may or may not have happened: judge from what surely failed or succeeded.
+                if o.ok() || o.failed() {
+                    last.insert((o.node, *queue), (*offset, o.ok(), i));
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -219,8 +258,16 @@ mod tests {
         process(&mut h, "c0", 110, "m1", 0, false);
         process(&mut h, "c0", 120, "m2", 1, true);
         let v = check(&h.done(), G);
-        assert_eq!(names(&v), vec![("M2", "key-order".to_string())], "{v:?}");
+        let both = vec![("M2", "key-order".to_string()), ("M2", "queue-order".to_string())];
+        assert_eq!(names(&v), both, "{v:?}");
         assert!(v[0].detail.contains("before m1"), "{}", v[0].detail);
+        // Across tenures key-order alone sees it: c1 starts past m1.
+        let mut h = sends();
+        fetch(&mut h, "c0", 100);
+        process(&mut h, "c0", 110, "m1", 0, false);
+        fetch(&mut h, "c1", 200);
+        process(&mut h, "c1", 210, "m2", 1, true);
+        assert_eq!(names(&check(&h.done(), G)), vec![("M2", "key-order".to_string())]);
     }
 
     #[test]
@@ -229,16 +276,42 @@ mod tests {
         send(&mut h, 10, "m1", "k", false);
         send(&mut h, 20, "m2", "k", true);
         send(&mut h, 30, "m3", "k", true);
+        // m1's request was held back and stored after m2.
         fetch(&mut h, "c0", 100);
-        process(&mut h, "c0", 110, "m2", 1, true);
-        process(&mut h, "c0", 120, "m1", 0, true);
+        process(&mut h, "c0", 110, "m2", 0, true);
+        process(&mut h, "c0", 120, "m1", 1, true);
         process(&mut h, "c0", 130, "m3", 2, true);
         assert_eq!(check(&h.records.clone(), G), vec![], "m1 was never acknowledged");
         let mut h = sends();
         fetch(&mut h, "c0", 100);
         process(&mut h, "c0", 110, "m2", 1, true);
+        fetch(&mut h, "c0", 115);
         process(&mut h, "c0", 120, "m1", 0, true);
         assert_eq!(names(&check(&h.done(), G)), vec![("M2", "key-order".to_string())]);
+    }
+
+    #[test]
+    fn m2_queue_order_a_skip_or_a_step_back_within_a_tenure() {
+        // m1 is processed again on a second pass, after m2: a step back.
+        let mut h = sends();
+        fetch(&mut h, "c0", 100);
+        process(&mut h, "c0", 110, "m1", 0, true);
+        process(&mut h, "c0", 120, "m2", 1, true);
+        process(&mut h, "c0", 130, "m1", 0, true);
+        let v = check(&h.done(), G);
+        assert_eq!(names(&v), vec![("M2", "queue-order".to_string())], "{v:?}");
+        // m3 (another key) after m2 failed and before m2 was retried: a skip
+        // key-order cannot see, since m2 was processed once before.
+        let mut h = sends();
+        fetch(&mut h, "c0", 100);
+        process(&mut h, "c0", 110, "m1", 0, true);
+        process(&mut h, "c0", 120, "m2", 1, true);
+        fetch(&mut h, "c0", 200);
+        process(&mut h, "c0", 210, "m2", 1, false);
+        process(&mut h, "c0", 220, "m3", 2, true);
+        let v = check(&h.done(), G);
+        assert_eq!(names(&v), vec![("M2", "queue-order".to_string())], "{v:?}");
+        assert!(v[0].detail.contains("failed"), "{}", v[0].detail);
     }
 
     #[test]
