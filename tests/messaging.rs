@@ -146,7 +146,7 @@ fn both_scenarios_pass_consecutive_seeds_and_take_every_path() {
 #[test]
 fn every_planted_transaction_bug_is_caught() {
     caught("tx-checkback", Bug::TxNoCheckback, 5, &[T1, T5]);
-    caught("tx-crash", Bug::TxImmunityLosesHalf, 10, &[T1, T5, T8]);
+    caught("tx-crash", Bug::TxImmunityLosesHalf, 20, &[T1, T5, T8]);
     caught("tx-checkback", Bug::TxDuplicateEndCommitsTwice, 20, &[T4, T8]);
     caught("tx-checkback", Bug::TxEndAfterCheck, 20, &[T4, T8]);
     caught("tx-checkback", Bug::TxCheckOffsetStuck, 20, &[T1, T5]);
