@@ -13,11 +13,11 @@ pub(crate) mod workload;
 
 use crate::kit::{Faults, Knob, Role, Run, Script, Topology, OPS};
 use crate::pubsub::checker::{self as pubsub_checker, Subscription};
+use crate::pubsub::{self, Timeline, SERVER};
 use crate::{Config, Ran, Violation};
-use mqsim_core::broker::{self, Topic};
+use mqsim_core::broker;
 use mqsim_core::bugs::Bug;
 use mqsim_core::env::Kind;
-use mqsim_core::managed::{self, Rollover};
 use mqsim_core::nameserver::{self, BROKER_EXPIRY, SCAN_EVERY};
 use mqsim_core::{bookie, meta};
 use mqsim_sim::{Fault, FaultAction, FaultKind, Schedule, World};
@@ -26,7 +26,6 @@ use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const SERVER: &str = "meta-0";
 pub const CHECKER: &str = "checker-0";
 pub const TOPIC: &str = "ledger-events";
 /// The one consumer group, subscribed to every tag.
@@ -39,61 +38,20 @@ const CONSUMERS: &str = "consumers";
 /// After the fault phase: producers stop at +10 s; consumers stay until +85 s
 /// (a takeover late in the phase holds its queue's lock back for 40 s), the
 /// checker reads at +87 s.
-struct Timeline {
-    producers_stop: Duration,
-    consumers_stop: Duration,
-    final_read: Duration,
-    end: Duration,
+fn timeline(phase: Duration) -> Timeline {
+    Timeline::after_secs(phase, [10, 85, 87, 100])
 }
 
-impl Timeline {
-    fn after(phase: Duration) -> Timeline {
-        let at = |secs| phase + Duration::from_secs(secs);
-        Timeline { producers_stop: at(10), consumers_stop: at(85), final_read: at(87), end: at(100) }
-    }
-}
-
-/// What one seed draws.
+/// What one seed draws: the servers and topic as `pubsub` draws them, and
+/// the ordered workload.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    pub topic: String,
-    pub queues: u32,
-    pub brokers: usize,
-    pub bookies: usize,
-    pub nameservers: usize,
+    pub cluster: pubsub::Plan,
     pub consumers: usize,
-    pub shape: (usize, usize, usize),
-    pub session_timeout: Duration,
-    pub rollover: Rollover,
-    pub max_sends: Option<u64>,
     /// Sharding keys per producer.
     pub keys: u32,
     /// Consumers come and go in shifts during the fault phase.
     pub churn: bool,
-}
-
-impl Plan {
-    pub fn nameservers(&self) -> Vec<String> {
-        (0..self.nameservers).map(|i| format!("ns-{i}")).collect()
-    }
-
-    fn broker_config(&self) -> broker::Config {
-        broker::Config {
-            meta_server: SERVER.into(),
-            nameservers: self.nameservers(),
-            topics: vec![Topic {
-                name: self.topic.clone(),
-                queues: self.queues,
-                brokers: (0..self.brokers).map(|i| format!("broker-{i}")).collect(),
-                transactional: false,
-            }],
-            ledger: managed::Config { e: self.shape.0, qw: self.shape.1, qa: self.shape.2, rollover: self.rollover },
-            session_timeout: self.session_timeout,
-            takeover_after: self.session_timeout * 2,
-            registrations: None,
-            check: Default::default(),
-        }
-    }
 }
 
 pub struct Ordered;
@@ -130,34 +88,16 @@ impl Script for Ordered {
         config.set(QUEUES, queues);
         config.set(BROKERS, brokers);
         config.set(CONSUMERS, consumers);
-        let shape = *[(3, 2, 2), (3, 3, 2)].choose(&mut rng).expect("shapes");
-        Plan {
-            topic: TOPIC.into(),
-            queues: queues as u32,
-            brokers: brokers as usize,
-            bookies: rng.gen_range(4..=5),
-            nameservers: rng.gen_range(1..=2),
-            consumers: consumers as usize,
-            shape,
-            session_timeout: Duration::from_millis(rng.gen_range(3_000..=8_000)),
-            rollover: Rollover {
-                max_entries: rng.gen_range(20..=200),
-                max_bytes: 1 << 20,
-                min_age: Duration::ZERO,
-                max_age: Duration::from_secs(rng.gen_range(5..=30)),
-            },
-            max_sends: config.get(OPS),
-            keys: rng.gen_range(3..=8),
-            churn: rng.gen_bool(0.75),
-        }
+        let cluster = pubsub::Plan::draw(&mut rng, TOPIC, queues as u32, brokers as usize, config.get(OPS));
+        Plan { cluster, consumers: consumers as usize, keys: rng.gen_range(3..=8), churn: rng.gen_bool(0.75) }
     }
 
     fn topology(&self, plan: &Plan) -> Topology {
         Topology::new(vec![
             Role::new("meta", 1).durable(),
-            Role::new("bookie", plan.bookies).durable(),
-            Role::new("ns", plan.nameservers),
-            Role::new("broker", plan.brokers),
+            Role::new("bookie", plan.cluster.bookies).durable(),
+            Role::new("ns", plan.cluster.nameservers),
+            Role::new("broker", plan.cluster.brokers),
             Role::new("producer", 2),
             Role::new("consumer", plan.consumers),
             Role::new("checker", 1).joining(),
@@ -181,23 +121,12 @@ impl Script for Ordered {
     }
 
     fn start(w: &Arc<World>, run: &Run<Plan>) {
-        let t = Timeline::after(run.phase);
-        w.add_node(SERVER, meta::serve);
-        for b in run.topology.names("bookie") {
-            w.add_node(&b, |env| bookie::serve(env, SERVER.to_string()));
-        }
-        for ns in run.topology.names("ns") {
-            w.add_node(&ns, nameserver::serve);
-        }
-        let config = run.plan.broker_config();
-        for b in run.topology.names("broker") {
-            let config = config.clone();
-            w.add_node(&b, move |env| broker::serve(env, config.clone()));
-        }
+        let t = timeline(run.phase);
+        pubsub::start_servers(w, &run.topology, run.plan.cluster.broker_config());
         for p in run.topology.names("producer") {
             let (world, plan) = (w.clone(), run.plan.clone());
             w.add_node(&p, move |env| {
-                workload::producer(env, world.clone(), plan.clone(), t.producers_stop, plan.max_sends)
+                workload::producer(env, world.clone(), plan.clone(), t.producers_stop, plan.cluster.max_sends)
             });
         }
         let calm = run.phase;
@@ -208,7 +137,7 @@ impl Script for Ordered {
     }
 
     async fn drive(w: Arc<World>, run: Run<Plan>) {
-        let t = Timeline::after(run.phase);
+        let t = timeline(run.phase);
         w.sleep_until(t.final_read).await;
         let (world, plan) = (w.clone(), run.plan.clone());
         w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone(), plan.clone()));
@@ -216,17 +145,17 @@ impl Script for Ordered {
     }
 
     fn end(run: &Run<Plan>) -> Duration {
-        Timeline::after(run.phase).end
+        timeline(run.phase).end
     }
 
     fn check(run: &Run<Plan>, ran: &Ran, _schedule: &Schedule, _fin: ()) -> Vec<Violation> {
         let spec = pubsub_checker::Spec {
             subscriptions: vec![Subscription {
                 group: GROUP.into(),
-                topic: run.plan.topic.clone(),
+                topic: run.plan.cluster.topic.clone(),
                 tags: vec!["*".into()],
             }],
-            topics: vec![(run.plan.topic.clone(), run.plan.queues)],
+            topics: vec![(run.plan.cluster.topic.clone(), run.plan.cluster.queues)],
             calm_from: run.phase.as_micros() as u64,
             broker_expiry: BROKER_EXPIRY.as_micros() as u64,
             scan_every: SCAN_EVERY.as_micros() as u64,
@@ -255,7 +184,7 @@ impl Script for Ordered {
 fn aimed(run: &Run<Plan>) -> Vec<FaultAction> {
     let mut rng = mqsim_sim::rng_for(run.seed, "ordered/aimed");
     let phase = run.phase.as_millis() as u64;
-    let takeover = (run.plan.session_timeout * 3).as_millis() as u64;
+    let takeover = (run.plan.cluster.session_timeout * 3).as_millis() as u64;
     let brokers = run.topology.names("broker");
     let mut actions = Vec::new();
     let window = |rng: &mut rand_chacha::ChaCha8Rng, for_ms: u64| {
@@ -291,7 +220,7 @@ fn aimed(run: &Run<Plan>) -> Vec<FaultAction> {
     // meanwhile. When it wakes it still trusts its leases.
     if rng.gen_bool(0.5) {
         let node = run.topology.names("consumer").choose(&mut rng).cloned().expect("consumers");
-        let for_ms = run.plan.session_timeout.as_millis() as u64 + rng.gen_range(2_000..=15_000);
+        let for_ms = run.plan.cluster.session_timeout.as_millis() as u64 + rng.gen_range(2_000..=15_000);
         if let Some((at_ms, for_ms)) = window(&mut rng, for_ms) {
             actions.push(FaultAction { at_ms, for_ms, fault: Fault::Pause { node } });
             let broker = brokers.choose(&mut rng).cloned().expect("brokers");
@@ -305,7 +234,7 @@ fn aimed(run: &Run<Plan>) -> Vec<FaultAction> {
     }
     if rng.gen_bool(0.4) {
         let node = run.topology.names("consumer").choose(&mut rng).cloned().expect("consumers");
-        let for_ms = (run.plan.session_timeout * 2).as_millis() as u64 + rng.gen_range(1_000..=20_000);
+        let for_ms = (run.plan.cluster.session_timeout * 2).as_millis() as u64 + rng.gen_range(1_000..=20_000);
         if let Some((at_ms, for_ms)) = window(&mut rng, for_ms) {
             let fault = Fault::Partition { a: vec![node], b: vec![SERVER.to_string()] };
             actions.push(FaultAction { at_ms, for_ms, fault });

@@ -3,9 +3,10 @@
 //! of one group come and go in shifts and fail some messages, and the
 //! checker node reads every queue and the group's offsets at the end.
 
-use super::{Plan, GROUP, SERVER};
+use super::{Plan, GROUP};
 use crate::kit::{complete, patiently};
 use crate::pubsub::workload::{read_queue, run_recorded, TAGS};
+use crate::pubsub::SERVER;
 use mqsim_core::broker::log_name;
 use mqsim_core::consumer::client::{self as consumer, Consumed, Handler};
 use mqsim_core::env::Env;
@@ -29,7 +30,7 @@ pub fn keys_of(node: &str, keys: u32) -> Vec<String> {
 /// Sends until `stop`: each message to the queue its sharding key hashes
 /// to, the next only after the last one's outcome is known.
 pub async fn producer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, max_sends: Option<u64>) {
-    let producer = Producer::new(&env, plan.nameservers());
+    let producer = Producer::new(&env, plan.cluster.nameservers());
     let random = env.random("ordered-producer");
     let incarnation: u32 = random.range(0..u32::MAX);
     let keys = keys_of(&env.name, plan.keys);
@@ -41,7 +42,7 @@ pub async fn producer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, m
         let shard = keys[random.range(0..keys.len())].clone();
         let body = format!("body.{msg_id}");
         let call = Call::Send {
-            topic: plan.topic.clone(),
+            topic: plan.cluster.topic.clone(),
             tag: tag.clone(),
             keys: vec![shard.clone()],
             shard: Some(shard.clone()),
@@ -49,9 +50,14 @@ pub async fn producer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, m
             body: body.clone(),
         };
         let op = world.history.invoke(&env.name, call);
-        let message =
-            Message { msg_id, topic: plan.topic.clone(), tag, keys: vec![shard.clone()], body: body.into_bytes() };
-        match producer.send(message, Some(Shard { key: &shard, queues: plan.queues })).await {
+        let message = Message {
+            msg_id,
+            topic: plan.cluster.topic.clone(),
+            tag,
+            keys: vec![shard.clone()],
+            body: body.into_bytes(),
+        };
+        match producer.send(message, Some(Shard { key: &shard, queues: plan.cluster.queues })).await {
             SendOutcome::Ok { broker, queue, offset } => {
                 world.history.ok(&env.name, op, Ret::Send { broker, queue: queue.queue, offset })
             }
@@ -92,12 +98,12 @@ impl Handler for Flaky {
 pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, calm: Duration, stop: Duration) {
     let config = consumer::Config {
         group: GROUP.to_string(),
-        topic: plan.topic.clone(),
-        queues: plan.queues,
+        topic: plan.cluster.topic.clone(),
+        queues: plan.cluster.queues,
         tags: Vec::new(),
-        nameservers: plan.nameservers(),
+        nameservers: plan.cluster.nameservers(),
         meta_server: SERVER.to_string(),
-        session_timeout: plan.session_timeout,
+        session_timeout: plan.cluster.session_timeout,
         rebalance_every: Duration::from_secs(20),
         pull_batch: 16,
         ordered: true,
@@ -125,10 +131,10 @@ pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, calm: Duration, s
 /// owner's ledger by recovery) and the group's durable committed offsets.
 pub async fn final_reads(env: Env, world: Arc<World>, plan: Plan) {
     let c = LedgerClient::new(&env, SERVER);
-    for queue in 0..plan.queues {
-        read_queue(&env, &world, &c, &plan.topic, queue, "ordered-final").await;
-        let log = log_name(&QueueId::new(plan.topic.clone(), queue));
-        let call = Call::FetchOffset { group: GROUP.into(), topic: plan.topic.clone(), queue };
+    for queue in 0..plan.cluster.queues {
+        read_queue(&env, &world, &c, &plan.cluster.topic, queue, "ordered-final").await;
+        let log = log_name(&QueueId::new(plan.cluster.topic.clone(), queue));
+        let call = Call::FetchOffset { group: GROUP.into(), topic: plan.cluster.topic.clone(), queue };
         let op = world.history.invoke(&env.name, call);
         let read = patiently(&env, "ordered-final", || cursor::read(&c.meta, &log, GROUP)).await;
         complete(&env, &world, op, read, |offset| Ret::FetchOffset { offset });

@@ -36,17 +36,24 @@ const BROKERS: &str = "brokers";
 
 /// After the fault phase: producers stop at +15 s, consumers catch up until
 /// +60 s (three rebalances, two route refreshes), the checker reads at +62 s.
-struct Timeline {
-    producers_stop: Duration,
-    consumers_stop: Duration,
-    final_read: Duration,
-    end: Duration,
+#[derive(Clone, Copy)]
+pub(crate) struct Timeline {
+    pub(crate) producers_stop: Duration,
+    pub(crate) consumers_stop: Duration,
+    pub(crate) final_read: Duration,
+    pub(crate) end: Duration,
 }
 
 impl Timeline {
     fn after(phase: Duration) -> Timeline {
+        Timeline::after_secs(phase, [15, 60, 62, 75])
+    }
+
+    /// Producers stop, consumers stop, the final read and the end, each
+    /// this many seconds after the fault phase.
+    pub(crate) fn after_secs(phase: Duration, [p, c, r, e]: [u64; 4]) -> Timeline {
         let at = |secs| phase + Duration::from_secs(secs);
-        Timeline { producers_stop: at(15), consumers_stop: at(60), final_read: at(62), end: at(75) }
+        Timeline { producers_stop: at(p), consumers_stop: at(c), final_read: at(r), end: at(e) }
     }
 }
 
@@ -69,7 +76,29 @@ impl Plan {
         (0..self.nameservers).map(|i| format!("ns-{i}")).collect()
     }
 
-    fn broker_config(&self) -> broker::Config {
+    /// The servers of a run with `queues` of `topic` on `brokers`, drawn in
+    /// this order: ledger shape, bookies, NameServers, session timeout, rollover.
+    pub(crate) fn draw(rng: &mut impl Rng, topic: &str, queues: u32, brokers: usize, max_sends: Option<u64>) -> Plan {
+        let shape = *[(3, 2, 2), (3, 3, 2)].choose(rng).expect("shapes");
+        Plan {
+            topic: topic.into(),
+            queues,
+            brokers,
+            bookies: rng.gen_range(4..=5),
+            nameservers: rng.gen_range(1..=2),
+            shape,
+            session_timeout: Duration::from_millis(rng.gen_range(3_000..=8_000)),
+            rollover: Rollover {
+                max_entries: rng.gen_range(20..=200),
+                max_bytes: 1 << 20,
+                min_age: Duration::ZERO,
+                max_age: Duration::from_secs(rng.gen_range(5..=30)),
+            },
+            max_sends,
+        }
+    }
+
+    pub(crate) fn broker_config(&self) -> broker::Config {
         broker::Config {
             meta_server: SERVER.into(),
             nameservers: self.nameservers(),
@@ -116,23 +145,7 @@ impl Script for PubSub {
         let brokers = config.get(BROKERS).unwrap_or(rng.gen_range(2..=3));
         config.set(QUEUES, queues);
         config.set(BROKERS, brokers);
-        let shape = *[(3, 2, 2), (3, 3, 2)].choose(&mut rng).expect("shapes");
-        Plan {
-            topic: TOPIC.into(),
-            queues: queues as u32,
-            brokers: brokers as usize,
-            bookies: rng.gen_range(4..=5),
-            nameservers: rng.gen_range(1..=2),
-            shape,
-            session_timeout: Duration::from_millis(rng.gen_range(3_000..=8_000)),
-            rollover: Rollover {
-                max_entries: rng.gen_range(20..=200),
-                max_bytes: 1 << 20,
-                min_age: Duration::ZERO,
-                max_age: Duration::from_secs(rng.gen_range(5..=30)),
-            },
-            max_sends: config.get(OPS),
-        }
+        Plan::draw(&mut rng, TOPIC, queues as u32, brokers as usize, config.get(OPS))
     }
 
     fn topology(&self, plan: &Plan) -> Topology {
@@ -165,18 +178,7 @@ impl Script for PubSub {
 
     fn start(w: &Arc<World>, run: &Run<Plan>) {
         let t = Timeline::after(run.phase);
-        w.add_node(SERVER, meta::serve);
-        for b in run.topology.names("bookie") {
-            w.add_node(&b, |env| bookie::serve(env, SERVER.to_string()));
-        }
-        for ns in run.topology.names("ns") {
-            w.add_node(&ns, nameserver::serve);
-        }
-        let config = run.plan.broker_config();
-        for b in run.topology.names("broker") {
-            let config = config.clone();
-            w.add_node(&b, move |env| broker::serve(env, config.clone()));
-        }
+        start_servers(w, &run.topology, run.plan.broker_config());
         for p in run.topology.names("producer") {
             let (world, plan) = (w.clone(), run.plan.clone());
             w.add_node(&p, move |env| {
@@ -237,6 +239,22 @@ impl Script for PubSub {
 
     fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
         crate::probes_of(&["broker", "producer", "consumer", "managed", "key-index"])
+    }
+}
+
+/// Adds the servers of a messaging run: the metadata service (`meta-0`), and
+/// the topology's bookies, NameServers and brokers (these with `config`).
+pub(crate) fn start_servers(w: &Arc<World>, topology: &Topology, config: broker::Config) {
+    w.add_node(SERVER, meta::serve);
+    for b in topology.names("bookie") {
+        w.add_node(&b, |env| bookie::serve(env, SERVER.to_string()));
+    }
+    for ns in topology.names("ns") {
+        w.add_node(&ns, nameserver::serve);
+    }
+    for b in topology.names("broker") {
+        let config = config.clone();
+        w.add_node(&b, move |env| broker::serve(env, config.clone()));
     }
 }
 

@@ -174,18 +174,7 @@ fn message_kinds() -> Vec<Kind> {
 
 fn start(w: &Arc<World>, run: &Run<Plan>) {
     let t = Timeline::of(run.phase, &run.plan);
-    w.add_node(SERVER, meta::serve);
-    for b in run.topology.names("bookie") {
-        w.add_node(&b, |env| bookie::serve(env, SERVER.to_string()));
-    }
-    for ns in run.topology.names("ns") {
-        w.add_node(&ns, nameserver::serve);
-    }
-    let config = run.plan.broker_config();
-    for b in run.topology.names("broker") {
-        let config = config.clone();
-        w.add_node(&b, move |env| broker::serve(env, config.clone()));
-    }
+    crate::pubsub::start_servers(w, &run.topology, run.plan.broker_config());
     for p in run.topology.names("producer") {
         let (world, plan) = (w.clone(), run.plan.clone());
         w.add_node(&p, move |env| workload::producer(env, world.clone(), plan.clone(), t));
