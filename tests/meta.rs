@@ -38,14 +38,15 @@ fn a_short_history_is_pinned() {
 }
 
 #[test]
-fn passes_500_consecutive_seeds_with_faults_on() {
+fn passes_250_consecutive_seeds_with_faults_on() {
+    // Longer ranges are the CI campaign's (every scenario, seeds 1–200) and users' campaigns.
     let mut faults = 0;
-    for seed in 1..=500 {
+    for seed in 1..=250 {
         let outcome = find("meta").unwrap().run(&RunSpec { seed, ..RunSpec::default() });
         faults += outcome.schedule.actions.len();
         assert!(outcome.violations.is_empty(), "seed {seed}: {:?}", outcome.violations[0]);
     }
-    assert!(faults > 5_000, "the nemesis was active: {faults} faults");
+    assert!(faults > 2_500, "the nemesis was active: {faults} faults");
 }
 
 #[test]
