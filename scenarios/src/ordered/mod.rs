@@ -15,12 +15,9 @@ use crate::kit::{Faults, Knob, Role, Run, Script, Topology, OPS};
 use crate::pubsub::checker::{self as pubsub_checker, Subscription};
 use crate::pubsub::{self, Timeline, SERVER};
 use crate::{Config, Ran, Violation};
-use mqsim_core::broker;
 use mqsim_core::bugs::Bug;
-use mqsim_core::env::Kind;
-use mqsim_core::nameserver::{self, BROKER_EXPIRY, SCAN_EVERY};
-use mqsim_core::{bookie, meta};
-use mqsim_sim::{Fault, FaultAction, FaultKind, Schedule, World};
+use mqsim_core::nameserver::{BROKER_EXPIRY, SCAN_EVERY};
+use mqsim_sim::{Fault, FaultAction, Schedule, World};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::sync::Arc;
@@ -105,15 +102,7 @@ impl Script for Ordered {
     }
 
     fn faults(&self, _plan: &Plan) -> Faults {
-        let meta_kinds = [meta::kind::GET, meta::kind::SET, meta::kind::CREATE, meta::kind::HEARTBEAT];
-        let kinds: Vec<Kind> =
-            bookie::KINDS.iter().chain(broker::KINDS).chain(nameserver::KINDS).copied().chain(meta_kinds).collect();
-        Faults {
-            kinds: FaultKind::swarm().into_iter().filter(|k| *k != FaultKind::DiskCorrupt).collect(),
-            message_kinds: kinds,
-            max_corruptions_per_node: 0,
-            max_drift_ppm: 50_000,
-        }
+        pubsub::messaging_faults()
     }
 
     fn aimed(&self, run: &Run<Plan>) -> Vec<FaultAction> {

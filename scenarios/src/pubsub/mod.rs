@@ -161,15 +161,7 @@ impl Script for PubSub {
     }
 
     fn faults(&self, _plan: &Plan) -> Faults {
-        let meta_kinds = [meta::kind::GET, meta::kind::SET, meta::kind::CREATE, meta::kind::HEARTBEAT];
-        let kinds: Vec<Kind> =
-            bookie::KINDS.iter().chain(broker::KINDS).chain(nameserver::KINDS).copied().chain(meta_kinds).collect();
-        Faults {
-            kinds: FaultKind::swarm().into_iter().filter(|k| *k != FaultKind::DiskCorrupt).collect(),
-            message_kinds: kinds,
-            max_corruptions_per_node: 0,
-            max_drift_ppm: 50_000,
-        }
+        messaging_faults()
     }
 
     fn aimed(&self, run: &Run<Plan>) -> Vec<FaultAction> {
@@ -239,6 +231,20 @@ impl Script for PubSub {
 
     fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
         crate::probes_of(&["broker", "producer", "consumer", "managed", "key-index"])
+    }
+}
+
+/// The swarm's faults but bit flips at rest, on the messages of bookies,
+/// brokers, NameServers and the metadata service's reads, writes and heartbeats.
+pub(crate) fn messaging_faults() -> Faults {
+    let meta_kinds = [meta::kind::GET, meta::kind::SET, meta::kind::CREATE, meta::kind::HEARTBEAT];
+    let kinds: Vec<Kind> =
+        bookie::KINDS.iter().chain(broker::KINDS).chain(nameserver::KINDS).copied().chain(meta_kinds).collect();
+    Faults {
+        kinds: FaultKind::swarm().into_iter().filter(|k| *k != FaultKind::DiskCorrupt).collect(),
+        message_kinds: kinds,
+        max_corruptions_per_node: 0,
+        max_drift_ppm: 50_000,
     }
 }
 
