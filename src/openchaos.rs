@@ -324,6 +324,7 @@ mod tests {
             shard: None,
             msg_id: msg_id.into(),
             body: format!("body.{msg_id}"),
+            back: None,
         };
         rec(t, node, Body::Invoke { id, call })
     }

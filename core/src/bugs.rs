@@ -59,6 +59,10 @@ pub enum Bug {
     OrderedSkipOnFailure,
     /// A broker that opened a queue grants its lock at once, though an earlier owner's lease may still run.
     OrderedLockOutlivesOwner,
+    /// A consumer sends a message to the dead-letter topic one reconsume early.
+    DlqBeforeMaxRetries,
+    /// A consumer keeps consuming and committing a queue a rebalance took away.
+    RebalanceOverlap,
 }
 
 impl Bug {
@@ -89,6 +93,8 @@ impl Bug {
         Bug::TxHalfVisible,
         Bug::OrderedSkipOnFailure,
         Bug::OrderedLockOutlivesOwner,
+        Bug::DlqBeforeMaxRetries,
+        Bug::RebalanceOverlap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -119,6 +125,8 @@ impl Bug {
             Bug::TxHalfVisible => "tx-half-visible",
             Bug::OrderedSkipOnFailure => "ordered-skip-on-failure",
             Bug::OrderedLockOutlivesOwner => "ordered-lock-outlives-owner",
+            Bug::DlqBeforeMaxRetries => "dlq-before-max-retries",
+            Bug::RebalanceOverlap => "rebalance-overlap",
         }
     }
 
@@ -157,6 +165,8 @@ impl Bug {
             Bug::TxCheckUnbounded => "the check-back service ignores the maximum of checks and never discards a half",
             Bug::TxHalfVisible => "a half is stored in its real queue as well, so consumers see it before the producer commits",
             Bug::OrderedSkipOnFailure => "an ordered consumer counts a message whose processing failed as consumed and goes on to the next, instead of retrying it after 1 s",
+            Bug::DlqBeforeMaxRetries => "a consumer counts the reconsume about to happen as done: a message goes to the dead-letter topic after one retry fewer than the group allows",
+            Bug::RebalanceOverlap => "a rebalance that takes a queue from a consumer does not stop it: it keeps pulling, processing and committing the queue while its new holder does too",
             Bug::OrderedLockOutlivesOwner => "a broker that opens a queue (a takeover or a restart) grants its lock at once, though a lease the earlier owner granted may still run at its consumer",
         }
     }

@@ -33,6 +33,21 @@ pub struct Message {
     pub tag: String,
     pub keys: Vec<String>,
     pub body: Vec<u8>,
+    /// Set on a copy a consumer sent back after failing to process a message.
+    pub redelivery: Option<Redelivery>,
+}
+
+/// The properties of a message a consumer sent back to its group's retry or
+/// dead-letter topic (RocketMQ's `ORIGIN_MESSAGE_ID`, `RECONSUME_TIME` and
+/// the delay the broker's schedule would apply).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redelivery {
+    /// The message id the producer gave the first copy.
+    pub origin: String,
+    /// How often the message was reconsumed with this copy (the first copy: 0).
+    pub reconsumes: u32,
+    /// Not to be processed before this wall-clock time (ms), by the consumer's clock.
+    pub due_ms: u64,
 }
 
 /// A message with its offset within its queue, as a broker returns it.
@@ -68,6 +83,7 @@ mod tests {
             tag: "paid".into(),
             keys: vec!["k1".into(), "k2".into()],
             body: b"hello".to_vec(),
+            redelivery: None,
         }
     }
 
@@ -99,8 +115,10 @@ mod tests {
             tag in ".{0,6}",
             keys in proptest::collection::vec(".{0,5}", 0..4),
             body in proptest::collection::vec(any::<u8>(), 0..64),
+            due in proptest::option::of(any::<u64>()),
         ) {
-            let m = Message { msg_id, topic, tag, keys, body };
+            let redelivery = due.map(|due_ms| Redelivery { origin: "o".into(), reconsumes: due_ms as u32 % 17, due_ms });
+            let m = Message { msg_id, topic, tag, keys, body, redelivery };
             prop_assert_eq!(decode(&encode(&m)), Some(m));
         }
 

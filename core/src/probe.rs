@@ -120,6 +120,11 @@ probes! {
     ProducerRetriedOtherBroker = "producer-retried-other-broker": "a failed send was retried on another broker with the same message id",
     ConsumerRebalanceUncommitted = "consumer-rebalance-uncommitted": "a rebalance took a queue away while offsets of it were uncommitted",
     ConsumerPulledFromFormerOwner = "consumer-pulled-from-former-owner": "a consumer pulled from a broker that no longer owned the queue",
+    // Retry and dead-letter topics.
+    RetrySentBack = "retry-sent-back": "a consumer sent a message it failed to process back to its group's retry topic",
+    RetryDeadLettered = "retry-dead-lettered": "a message failed its last allowed reconsume and went to the group's dead-letter topic",
+    RetrySendBackFailed = "retry-send-back-failed": "sending a failed message back failed or went unanswered; the consumer processes it again later",
+    RetryNotDue = "retry-not-due": "a retried message reached a consumer before its delay was over; the consumer waited",
     SessionExpiredHoldingLock = "session-expired-holding-lock": "a session expired while its owner held a lock",
 }
 

@@ -7,6 +7,7 @@ pub mod meta;
 pub mod ops;
 pub mod ordered;
 pub mod pubsub;
+pub mod rebalance;
 pub mod routes;
 pub mod selftest;
 pub mod tx;
@@ -220,6 +221,7 @@ pub fn all() -> &'static [&'static dyn Scenario] {
         &kit::Kit(managed::ManagedLedgers),
         &kit::Kit(pubsub::PubSub),
         &kit::Kit(ordered::Ordered),
+        &kit::Kit(rebalance::Rebalance),
         &kit::Kit(routes::Routes),
         &kit::Kit(tx::Tx::Checkback),
         &kit::Kit(tx::Tx::Crash),

@@ -17,20 +17,29 @@
 //! the queue over (lock, committed offset) when a renewal is refused or the
 //! lease lapsed. A message the application could not process is retried
 //! after [`RECONSUME_AFTER`], before anything after it: nothing is skipped.
-//! (A non-ordered consumer retries it the same way for now; the retry topic
-//! is not built yet.)
+//!
+//! A non-ordered consumer with a retry [`Policy`] ([`Config::retry`]) sends
+//! a message it could not process back, as a new copy, to its group's retry
+//! topic with a growing delay, and after the last allowed reconsume to the
+//! group's dead-letter topic; the message then counts as consumed. A copy
+//! reaches the consumer of the retry topic (another loop of this client, see
+//! [`Config::for_retries`]) and waits there until its delay is over. When a
+//! send-back fails, the message is processed again after [`RECONSUME_AFTER`].
+//! Without a policy a non-ordered consumer retries locally the same way.
 
 use super::offsets::Progress;
 use super::rebalance::{allocate, Assignment};
+use super::retry::{dlq_topic, retry_topic, Fate, Policy};
 use crate::broker::locks::{CLIENT_LEASE, RENEW_EVERY};
 use crate::broker::{Broker, Request, Response};
 use crate::bugs::Bug;
 use crate::env::Env;
-use crate::message::{QueueId, StoredMessage};
+use crate::message::{Message, QueueId, Redelivery, StoredMessage};
 use crate::meta::{Lock, MetaClient, Session};
 use crate::nameserver;
 use crate::probe::Probe;
 use crate::producer::select::RouteCache;
+use crate::producer::{Producer, SendOutcome};
 use crate::random::Random;
 use crate::rpc::{Rpc, RpcError};
 use futures::future::BoxFuture;
@@ -85,6 +94,32 @@ pub struct Config {
     pub pull_batch: u32,
     /// Consume each queue in order, under a lock at its broker.
     pub ordered: bool,
+    /// Send failed messages to the group's retry and dead-letter topics
+    /// (non-ordered consumers only).
+    pub retry: Option<Policy>,
+}
+
+impl Config {
+    /// The consumer of the group's retry topic (`retry_queues` queues) that
+    /// goes with this one: same group and servers, every tag.
+    pub fn for_retries(&self, retry_queues: u32) -> Config {
+        Config { topic: retry_topic(&self.group), queues: retry_queues, tags: Vec::new(), ..self.clone() }
+    }
+
+    fn is_retry_topic(&self) -> bool {
+        self.topic == retry_topic(&self.group)
+    }
+
+    /// The name under which the group's consumers of this topic register
+    /// (see [`member_key`]): the group's, or for its retry topic the topic's,
+    /// which is split among its own members.
+    fn members(&self) -> &str {
+        if self.is_retry_topic() {
+            &self.topic
+        } else {
+            &self.group
+        }
+    }
 }
 
 /// What the consumer does, as steps a workload can record: [`Observer::start`]
@@ -106,6 +141,9 @@ pub enum Step {
     Lock { queue: u32 },
     /// Gives the lock of `queue` back.
     Unlock { queue: u32 },
+    /// Sends `copy` of the message at `offset` of `queue` (`msg_id`), which
+    /// failed, to the group's retry or dead-letter topic.
+    SendBack { queue: u32, offset: u64, msg_id: String, copy: Message },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +163,12 @@ pub enum StepResult {
     Committed,
     Locked,
     Unlocked,
+    /// A send-back stored its copy at `offset` of `queue` on `broker`.
+    SentBack {
+        broker: String,
+        queue: u32,
+        offset: u64,
+    },
     /// Certainly had no effect.
     Failed(String),
     /// May have had effect.
@@ -161,9 +205,17 @@ pub async fn run(
     handler: Arc<dyn Handler>,
     until: impl Fn() -> bool,
 ) {
-    let random = env.random("consumer");
+    let random = env.random(if config.is_retry_topic() { "consumer-retry" } else { "consumer" });
     let first_ns = random.range(0..config.nameservers.len().max(1));
+    let sending_back = config.retry.is_some() && !config.ordered;
+    let producer = sending_back.then(|| Producer::new(&env, config.nameservers.clone()));
+    let copies = sending_back.then(|| {
+        let r = env.random(if config.is_retry_topic() { "consumer-retry-copies" } else { "consumer-copies" });
+        (r.range(0..u32::MAX), 0)
+    });
     let mut c = Consumer {
+        producer,
+        copies,
         meta: MetaClient::new(&env, &config.meta_server, META_TIMEOUT),
         rpc: env.rpc(),
         env,
@@ -256,6 +308,10 @@ struct Held {
 
 struct Consumer<U> {
     env: Env,
+    /// Sends failed messages back (a consumer with a retry policy).
+    producer: Option<Producer>,
+    /// Names the copies it sends back: a nonce drawn per run, and a count.
+    copies: Option<(u32, u64)>,
     config: Config,
     observer: Arc<dyn Observer>,
     handler: Arc<dyn Handler>,
@@ -280,7 +336,7 @@ impl<U: Fn() -> bool> Consumer<U> {
     /// Opens a session (unless the current one lives) and registers the
     /// member key under it. False when `until()` became true first.
     async fn join(&mut self) -> bool {
-        let key = member_key(&self.config.group, &self.env.name);
+        let key = member_key(self.config.members(), &self.env.name);
         loop {
             if (self.until)() {
                 return false;
@@ -315,7 +371,7 @@ impl<U: Fn() -> bool> Consumer<U> {
     /// skips the round when the group cannot be listed.
     async fn rebalance(&mut self) {
         let token = self.observer.start(&Step::Rebalance);
-        let mut members = match self.meta.children(&format!("{GROUPS}/{}", self.config.group)).await {
+        let mut members = match self.meta.children(&format!("{GROUPS}/{}", self.config.members())).await {
             Ok(members) => members,
             Err(e) => return self.observer.end(token, &StepResult::Failed(format!("listing the group: {e}"))),
         };
@@ -338,6 +394,11 @@ impl<U: Fn() -> bool> Consumer<U> {
         let queues = self.assignment.held().iter().map(|q| q.queue).collect();
         self.observer.end(token, &StepResult::Rebalanced { queues });
         for q in change.removed {
+            if self.env.bug(Bug::RebalanceOverlap) {
+                // The queue is never stopped: it goes on being pulled,
+                // processed and committed beside its new holder.
+                continue;
+            }
             self.release(q.queue).await;
         }
         for q in change.added {
@@ -624,9 +685,11 @@ impl<U: Fn() -> bool> Consumer<U> {
 
     /// Hands the buffered messages of `queue` to the application one at a
     /// time, in offset order, while this consumer may process the queue. A
-    /// message the application could not process stops the queue for
-    /// [`RECONSUME_AFTER`] and is processed again first. True when a message
-    /// was processed.
+    /// message the application could not process is sent back when the
+    /// consumer has a retry policy; otherwise, or when that failed, it stops
+    /// the queue for [`RECONSUME_AFTER`] and is processed again first. A
+    /// retried copy whose delay is not over stops the queue until it is.
+    /// True when a message was processed.
     async fn process(&mut self, queue: u32) -> bool {
         let mut processed = false;
         loop {
@@ -637,6 +700,14 @@ impl<U: Fn() -> bool> Consumer<U> {
             else {
                 break;
             };
+            if let Some(wait) = self.not_due(&m) {
+                self.env.probe(Probe::RetryNotDue);
+                let at = self.now() + wait;
+                if let Some(h) = self.held.get_mut(&queue) {
+                    h.not_before = at;
+                }
+                break;
+            }
             if retrying && self.config.ordered {
                 self.env.probe(Probe::OrderedReconsume);
             }
@@ -644,7 +715,28 @@ impl<U: Fn() -> bool> Consumer<U> {
             let token = self.observer.start(&step);
             let consumed = self.handler.process(&m).await;
             let skip = consumed == Consumed::Later && self.config.ordered && self.env.bug(Bug::OrderedSkipOnFailure);
+            let sent_back = match (consumed, self.config.retry) {
+                (Consumed::Later, Some(policy)) if !self.config.ordered => {
+                    self.observer.end(token, &StepResult::Failed("consume later".into()));
+                    Some(self.send_back(queue, &m, policy).await)
+                }
+                _ => None,
+            };
             let Some(h) = self.held.get_mut(&queue) else { break };
+            if let Some(sent) = sent_back {
+                if sent {
+                    if let Some(p) = h.progress.as_mut() {
+                        p.processed(m.offset);
+                    }
+                    h.buffer.pop_front();
+                    h.retrying = false;
+                    processed = true;
+                    continue;
+                }
+                h.retrying = true;
+                h.not_before = self.env.clock.mono() + RECONSUME_AFTER;
+                break;
+            }
             if consumed == Consumed::Done || skip {
                 if let Some(p) = h.progress.as_mut() {
                     p.processed(m.offset);
@@ -667,6 +759,63 @@ impl<U: Fn() -> bool> Consumer<U> {
             }
         }
         processed
+    }
+
+    /// How long a retried copy must still wait before it may be processed, if at all.
+    fn not_due(&self, m: &StoredMessage) -> Option<Duration> {
+        let due = m.message.redelivery.as_ref().filter(|_| self.config.is_retry_topic())?.due_ms;
+        let now = self.env.clock.wall_ms();
+        (due > now).then(|| Duration::from_millis(due - now))
+    }
+
+    /// Sends a new copy of `m`, which failed, to the group's retry topic, or
+    /// after its last allowed reconsume to the dead-letter topic. True when
+    /// the copy is stored: `m` then counts as consumed.
+    async fn send_back(&mut self, queue: u32, m: &StoredMessage, policy: Policy) -> bool {
+        let (Some(producer), Some((nonce, count))) = (&self.producer, self.copies.as_mut()) else { return false };
+        *count += 1;
+        let msg_id = format!("{}.{nonce:08x}.back{count}", self.env.name);
+        let (origin, reconsumes) =
+            m.message.redelivery.as_ref().map_or((&m.message.msg_id, 0), |r| (&r.origin, r.reconsumes));
+        let mut fate = policy.fate(reconsumes);
+        if self.env.bug(Bug::DlqBeforeMaxRetries)
+            && matches!(fate, Fate::Retry { reconsumes, .. } if reconsumes >= policy.max_reconsumes)
+        {
+            fate = Fate::DeadLetter;
+        }
+        let group = &self.config.group;
+        let (topic, reconsumes, delay) = match fate {
+            Fate::Retry { reconsumes, delay } => (retry_topic(group), reconsumes, delay),
+            Fate::DeadLetter => (dlq_topic(group), reconsumes, Duration::ZERO),
+        };
+        let dead = matches!(fate, Fate::DeadLetter);
+        let copy = Message {
+            body: format!("back.{msg_id}").into_bytes(),
+            msg_id,
+            topic,
+            tag: m.message.tag.clone(),
+            keys: m.message.keys.clone(),
+            redelivery: Some(Redelivery {
+                origin: origin.clone(),
+                reconsumes,
+                due_ms: self.env.clock.wall_ms() + delay.as_millis() as u64,
+            }),
+        };
+        let step = Step::SendBack { queue, offset: m.offset, msg_id: m.message.msg_id.clone(), copy: copy.clone() };
+        let token = self.observer.start(&step);
+        let (result, stored) = match producer.send(copy, None).await {
+            SendOutcome::Ok { broker, queue, offset } => {
+                self.env.probe(if dead { Probe::RetryDeadLettered } else { Probe::RetrySentBack });
+                (StepResult::SentBack { broker, queue: queue.queue, offset }, true)
+            }
+            SendOutcome::Failed(e) => (StepResult::Failed(e), false),
+            SendOutcome::Unknown(e) => (StepResult::Unknown(e), false),
+        };
+        if !stored {
+            self.env.probe(Probe::RetrySendBackFailed);
+        }
+        self.observer.end(token, &result);
+        stored
     }
 
     /// Commits every started queue whose commit point moved past its committed offset.
@@ -755,7 +904,7 @@ mod tests {
 
     fn stored(offset: u64, id: &str, tag: &str) -> StoredMessage {
         let message =
-            Message { msg_id: id.into(), topic: "t".into(), tag: tag.into(), keys: Vec::new(), body: Vec::new() };
+            Message { msg_id: id.into(), topic: "t".into(), tag: tag.into(), keys: Vec::new(), body: Vec::new(), redelivery: None };
         StoredMessage { offset, message }
     }
 

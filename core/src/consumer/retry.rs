@@ -66,6 +66,31 @@ pub fn on_failure(reconsumes: u32, max: u32) -> Fate {
     Fate::Retry { reconsumes: reconsumes + 1, delay: DELAY_LEVELS[level - 1] }
 }
 
+/// A group's handling of failed messages: how many reconsumes before the
+/// dead-letter topic, and the delay levels shortened by `delay_divisor`
+/// (1: RocketMQ's own; a simulation shortens them to fit its run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub max_reconsumes: u32,
+    pub delay_divisor: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { max_reconsumes: MAX_RECONSUMES, delay_divisor: 1 }
+    }
+}
+
+impl Policy {
+    /// The fate of a message that failed after `reconsumes` reconsumes.
+    pub fn fate(&self, reconsumes: u32) -> Fate {
+        match on_failure(reconsumes, self.max_reconsumes) {
+            Fate::Retry { reconsumes, delay } => Fate::Retry { reconsumes, delay: delay / self.delay_divisor.max(1) },
+            Fate::DeadLetter => Fate::DeadLetter,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +103,15 @@ mod tests {
         assert_eq!(on_failure(15, MAX_RECONSUMES), Fate::Retry { reconsumes: 16, delay: Duration::from_secs(7_200) });
         assert_eq!(on_failure(16, MAX_RECONSUMES), Fate::DeadLetter);
         assert_eq!((retry_topic("g"), dlq_topic("g")), ("%RETRY%g".to_string(), "%DLQ%g".to_string()));
+    }
+
+    #[test]
+    fn a_policy_shortens_the_delays_and_keeps_the_count() {
+        let p = Policy { max_reconsumes: 2, delay_divisor: 1_000 };
+        assert_eq!(p.fate(0), Fate::Retry { reconsumes: 1, delay: Duration::from_millis(10) });
+        assert_eq!(p.fate(1), Fate::Retry { reconsumes: 2, delay: Duration::from_millis(30) });
+        assert_eq!(p.fate(2), Fate::DeadLetter);
+        assert_eq!(Policy::default().fate(0), on_failure(0, MAX_RECONSUMES));
     }
 
     proptest! {

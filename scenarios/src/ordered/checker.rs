@@ -206,6 +206,7 @@ mod tests {
             shard: Some(key.into()),
             msg_id: id.into(),
             body: format!("body.{id}"),
+            back: None,
         };
         let end = if ok { End::Ok(Ret::Send { broker: "b".into(), queue: 0, offset: 0 }) } else { End::Info };
         h.op("producer-0", t, t + 1, call, end);

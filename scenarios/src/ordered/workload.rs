@@ -48,6 +48,7 @@ pub async fn producer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, m
             shard: Some(shard.clone()),
             msg_id: msg_id.clone(),
             body: body.clone(),
+            back: None,
         };
         let op = world.history.invoke(&env.name, call);
         let message = Message {
@@ -56,6 +57,7 @@ pub async fn producer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, m
             tag,
             keys: vec![shard.clone()],
             body: body.into_bytes(),
+            redelivery: None,
         };
         match producer.send(message, Some(Shard { key: &shard, queues: plan.cluster.queues })).await {
             SendOutcome::Ok { broker, queue, offset } => {
@@ -107,6 +109,7 @@ pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, calm: Duration, s
         rebalance_every: Duration::from_secs(20),
         pull_batch: 16,
         ordered: true,
+        retry: None,
     };
     let shifts = env.random("ordered-shifts");
     let work = Arc::new(Flaky { env: env.clone(), random: env.random("ordered-processing"), fail_one_in: 10 });

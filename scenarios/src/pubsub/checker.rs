@@ -48,6 +48,11 @@
 //!   the expiry minus one scan earlier, since its last restart, with no later
 //!   registration that could have withdrawn the topic.
 //!
+//! A message whose processing failed and that a consumer then sent back to
+//! its group's retry or dead-letter topic (a send with `back`, acknowledged)
+//! counts as processed by the group, for *unseen* and M5; its copy is a send
+//! like any other, judged in the topic it went to.
+//!
 //! What the checker relies on the workload to record: bodies unique per send
 //! (two sends with one body make the history unreadable); a send that is `Fail`
 //! only when no attempt of it can have been stored; consumers that start a
@@ -546,7 +551,7 @@ fn check_sends(run: &Run, sends: &Sends, found: &mut Found) {
     let stored_bodies: BTreeSet<&str> = run.finals.values().flat_map(|q| q.values().map(|m| m.body.as_str())).collect();
     let mut processed: BTreeSet<(&str, &str)> = BTreeSet::new();
     for o in ops {
-        if let (Call::Process { group, msg_id, .. }, true) = (o.call, o.ok()) {
+        if let Some((group, _, _, _, msg_id)) = handled(o) {
             processed.insert((group, msg_id));
         }
     }
@@ -850,6 +855,17 @@ struct Seen {
     op: usize,
 }
 
+/// The message a group is done with by `o`, if `o` is an acknowledged
+/// processing of it, or an acknowledged send-back of it after its
+/// processing failed: (group, topic, queue, offset, message id).
+fn handled<'a>(o: &Op<'a>) -> Option<(&'a str, &'a str, u32, u64, &'a str)> {
+    match (o.call, o.ok()) {
+        (Call::Process { group, topic, queue, offset, msg_id }, true) => Some((group, topic, *queue, *offset, msg_id)),
+        (Call::Send { back: Some(b), .. }, true) => Some((&b.group, &b.topic, b.queue, b.offset, &b.msg_id)),
+        _ => None,
+    }
+}
+
 /// M5: committed offsets never move backwards, and never pass a message the
 /// group had not processed.
 fn check_offsets(run: &Run, found: &mut Found) {
@@ -875,11 +891,12 @@ fn check_offsets(run: &Run, found: &mut Found) {
                 let s = Seen { offset: *offset, start: o.start, end: o.end, commit: false, op: i };
                 seen.entry((group, topic, *queue)).or_default().push(s);
             }
-            (Call::Process { group, topic, queue, offset, msg_id }, Some(_)) => {
-                let e = processed.entry((group, topic, *queue, *offset, msg_id)).or_insert(o.end);
-                *e = (*e).min(o.end);
+            _ => {
+                if let Some(key) = handled(o) {
+                    let e = processed.entry(key).or_insert(o.end);
+                    *e = (*e).min(o.end);
+                }
             }
-            _ => {}
         }
     }
     for ((group, topic, queue), mut v) in seen {
@@ -1115,6 +1132,7 @@ mod tests {
             shard: None,
             msg_id: id.into(),
             body: body.into(),
+            back: None,
         };
         h.op(node, t, t + 5, call, end);
     }
@@ -1576,6 +1594,7 @@ mod tests {
             shard: None,
             msg_id: id.into(),
             body: body(id),
+            back: None,
         };
         h.op(P, t, t + 5, call, end);
     }

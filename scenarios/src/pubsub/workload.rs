@@ -10,7 +10,7 @@ use mqsim_core::ledger::LedgerClient;
 use mqsim_core::managed::{self, cursor};
 use mqsim_core::message::{self, Message, QueueId, StoredMessage};
 use mqsim_core::producer::{Producer, SendOutcome};
-use mqsim_sim::history::{Call, Found, OpId, Polled, Ret, Searched, Stored};
+use mqsim_sim::history::{Call, Found, OpId, Polled, Ret, Searched, SentBack, Stored};
 use mqsim_sim::World;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,9 +36,10 @@ pub async fn producer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, m
             shard: None,
             msg_id: msg_id.clone(),
             body: body.clone(),
+            back: None,
         };
         let op = world.history.invoke(&env.name, call);
-        let message = Message { msg_id, topic: plan.topic.clone(), tag, keys: keys.clone(), body: body.into_bytes() };
+        let message = Message { msg_id, topic: plan.topic.clone(), tag, keys: keys.clone(), body: body.into_bytes(), redelivery: None };
         match producer.send(message, None).await {
             SendOutcome::Ok { broker, queue, offset } => {
                 world.history.ok(&env.name, op, Ret::Send { broker, queue: queue.queue, offset })
@@ -100,6 +101,15 @@ impl Observer for Recorder {
             Step::Commit { queue, offset } => Call::Commit { group, topic, queue: *queue, offset: *offset },
             Step::Lock { queue } => Call::Lock { group, topic, queue: *queue },
             Step::Unlock { queue } => Call::Unlock { group, topic, queue: *queue },
+            Step::SendBack { queue, offset, msg_id, copy } => Call::Send {
+                topic: copy.topic.clone(),
+                tag: copy.tag.clone(),
+                keys: copy.keys.clone(),
+                shard: None,
+                msg_id: copy.msg_id.clone(),
+                body: String::from_utf8_lossy(&copy.body).into_owned(),
+                back: Some(SentBack { group, topic, queue: *queue, offset: *offset, msg_id: msg_id.clone() }),
+            },
         };
         self.world.history.invoke(&self.node, call).0
     }
@@ -120,6 +130,9 @@ impl Observer for Recorder {
             StepResult::Committed => Ret::Commit,
             StepResult::Locked => Ret::Lock,
             StepResult::Unlocked => Ret::Unlock,
+            StepResult::SentBack { broker, queue, offset } => {
+                Ret::Send { broker: broker.clone(), queue: *queue, offset: *offset }
+            }
             StepResult::Failed(e) => return self.world.history.fail(&self.node, op, e),
             StepResult::Unknown(e) => return self.world.history.info(&self.node, op, e),
         };
@@ -157,6 +170,7 @@ pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, group: usize, sto
         rebalance_every: Duration::from_secs(20),
         pull_batch: 16,
         ordered: false,
+        retry: None,
     };
     let work = Arc::new(Work { env: env.clone() });
     run_recorded(env, world, config, work, stop).await;

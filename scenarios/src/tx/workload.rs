@@ -122,7 +122,7 @@ async fn transaction(env: &Env, world: &Arc<World>, plan: &Plan, p: &TxProducer,
     };
     let op = world.history.invoke(&env.name, call);
     let message =
-        Message { msg_id: msg_id.clone(), topic: plan.topic.clone(), tag, keys: vec![], body: body.into_bytes() };
+        Message { msg_id: msg_id.clone(), topic: plan.topic.clone(), tag, keys: vec![], body: body.into_bytes(), redelivery: None };
     let (broker, queue, half) = match p.producer.send_half(message, GROUP).await {
         SendOutcome::Ok { broker, queue, offset } => {
             world.history.ok(&env.name, op, Ret::SendHalf { broker: broker.clone(), queue: queue.queue, offset });
@@ -185,6 +185,7 @@ pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, stop: Duration) {
         rebalance_every: Duration::from_secs(20),
         pull_batch: 16,
         ordered: false,
+        retry: None,
     };
     let work = Arc::new(Work { env: env.clone() });
     run_recorded(env, world, config, work, stop).await;

@@ -119,6 +119,8 @@ pub enum Call {
     // Messaging (scenarios `pubsub`, `routes`).
     /// A producer's send: `msg_id` is set once and kept across its retries;
     /// `body` is unique per send; `shard` picks the queue by hash when given.
+    /// A consumer's send of a message it failed to process to its group's
+    /// retry or dead-letter topic names the message it consumed (`back`).
     Send {
         topic: String,
         tag: String,
@@ -128,6 +130,8 @@ pub enum Call {
         shard: Option<String>,
         msg_id: String,
         body: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        back: Option<SentBack>,
     },
     /// A client's route query to one NameServer.
     Routes {
@@ -269,6 +273,17 @@ pub struct QueueRef {
 pub struct Route {
     pub broker: String,
     pub queues: Vec<u32>,
+}
+
+/// The message a consumer of `group` processed at `offset` of `topic`/`queue`
+/// and sent back because it failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentBack {
+    pub group: String,
+    pub topic: String,
+    pub queue: u32,
+    pub offset: u64,
+    pub msg_id: String,
 }
 
 /// One message of a poll answer.
