@@ -112,8 +112,8 @@ impl Script for Rebalance {
             cluster,
             consumers: consumers as usize,
             policy: Policy { max_reconsumes: max as u32, delay_divisor: DELAY_DIVISOR },
-            poison_one_in: rng.gen_range(15..=40),
-            fail_one_in: rng.gen_range(4..=10),
+            poison_one_in: rng.gen_range(40..=100),
+            fail_one_in: rng.gen_range(6..=12),
         }
     }
 

@@ -22,6 +22,12 @@ use mqsim_sim::World;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often a consumer lists its group and rebalances. RocketMQ rebalances
+/// every 20 s and also at once when a broker tells it the group changed;
+/// listing every 5 s stands in for that notice, so that members that come
+/// and go every few seconds do not leave queues held twice for 20 s.
+const REBALANCE_EVERY: Duration = Duration::from_secs(5);
+
 /// Sends until `stop`, one message at a time, each recorded with its outcome.
 pub async fn producer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, max_sends: Option<u64>) {
     let producer = Producer::new(&env, plan.cluster.nameservers());
@@ -101,7 +107,7 @@ pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, index: usize, cal
         nameservers: plan.cluster.nameservers(),
         meta_server: SERVER.to_string(),
         session_timeout: plan.cluster.session_timeout,
-        rebalance_every: Duration::from_secs(20),
+        rebalance_every: REBALANCE_EVERY,
         pull_batch: 16,
         ordered: false,
         retry: Some(plan.policy),
