@@ -1,6 +1,7 @@
-//! Scenarios `pubsub`, `routes`, `ordered`, `tx-checkback` and `tx-crash`:
-//! determinism, seeds passing under faults, and every planted messaging,
-//! ordered-consumption and transaction bug caught by a named invariant.
+//! Scenarios `pubsub`, `routes`, `ordered`, `rebalance`, `tx-checkback` and
+//! `tx-crash`: determinism, seeds passing under faults, and every planted
+//! messaging, ordered-consumption, rebalance, retry and transaction bug
+//! caught by a named invariant.
 
 use mqsim_core::bugs::{Bug, Bugs};
 use mqsim_core::producer::local_tx::TxState;
@@ -14,7 +15,7 @@ fn run(scenario: &str, seed: u64, bugs: Bugs) -> mqsim_scenarios::Outcome {
 
 #[test]
 fn same_seed_same_history() {
-    for scenario in ["pubsub", "routes", "ordered"] {
+    for scenario in ["pubsub", "routes", "ordered", "rebalance"] {
         let first = to_jsonl(&run(scenario, 5, Bugs::none()).history);
         run(scenario, 11, Bugs::none());
         assert_eq!(first, to_jsonl(&run(scenario, 5, Bugs::none()).history), "{scenario}");
@@ -107,6 +108,43 @@ fn ordered_passes_consecutive_seeds_and_takes_the_lock_paths() {
 fn every_planted_ordering_bug_is_caught() {
     caught("ordered", Bug::OrderedSkipOnFailure, 5, &["M1", "M2", "M5"]);
     caught("ordered", Bug::OrderedLockOutlivesOwner, 30, &["M2"]);
+}
+
+#[test]
+fn rebalance_passes_consecutive_seeds_and_takes_the_retry_paths() {
+    let (mut retried, mut dead) = (0, 0);
+    let mut probes = std::collections::BTreeMap::<String, u64>::new();
+    for seed in 1..=10 {
+        let outcome = run("rebalance", seed, Bugs::none());
+        assert!(outcome.violations.is_empty(), "seed {seed}: {:?}", outcome.violations[0]);
+        let mut sent_back = std::collections::BTreeMap::new();
+        for r in &outcome.history {
+            match &r.body {
+                Body::Invoke { id, call: Call::Send { topic, back: Some(_), .. } } => {
+                    sent_back.insert(*id, topic.starts_with("%DLQ%"));
+                }
+                Body::Ok { id, ret: Ret::Send { .. } } => match sent_back.get(id) {
+                    Some(true) => dead += 1,
+                    Some(false) => retried += 1,
+                    None => {}
+                },
+                _ => {}
+            }
+        }
+        for (p, n) in outcome.stats.probes {
+            *probes.entry(p).or_default() += n;
+        }
+    }
+    assert!(retried > 200 && dead > 20, "{retried} messages sent to the retry topic, {dead} to the dead-letter topic");
+    for p in ["retry-sent-back", "retry-dead-lettered", "retry-not-due", "consumer-rebalance-uncommitted"] {
+        assert!(probes.get(p).is_some_and(|n| *n > 0), "{p} never reached in 10 seeds: {probes:?}");
+    }
+}
+
+#[test]
+fn every_planted_rebalance_and_retry_bug_is_caught() {
+    caught("rebalance", Bug::DlqBeforeMaxRetries, 5, &["M8"]);
+    caught("rebalance", Bug::RebalanceOverlap, 10, &["M5"]);
 }
 
 #[test]

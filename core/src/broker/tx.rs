@@ -491,7 +491,14 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_garbage_does_not_decode() {
-        let m = Message { msg_id: "m".into(), topic: "t".into(), tag: "a".into(), keys: vec![], body: vec![1], redelivery: None };
+        let m = Message {
+            msg_id: "m".into(),
+            topic: "t".into(),
+            tag: "a".into(),
+            keys: vec![],
+            body: vec![1],
+            redelivery: None,
+        };
         let h = HalfRecord {
             origin: Some(3),
             group: "g".into(),

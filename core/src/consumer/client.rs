@@ -903,8 +903,14 @@ mod tests {
     }
 
     fn stored(offset: u64, id: &str, tag: &str) -> StoredMessage {
-        let message =
-            Message { msg_id: id.into(), topic: "t".into(), tag: tag.into(), keys: Vec::new(), body: Vec::new(), redelivery: None };
+        let message = Message {
+            msg_id: id.into(),
+            topic: "t".into(),
+            tag: tag.into(),
+            keys: Vec::new(),
+            body: Vec::new(),
+            redelivery: None,
+        };
         StoredMessage { offset, message }
     }
 

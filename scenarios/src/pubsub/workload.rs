@@ -39,7 +39,14 @@ pub async fn producer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, m
             back: None,
         };
         let op = world.history.invoke(&env.name, call);
-        let message = Message { msg_id, topic: plan.topic.clone(), tag, keys: keys.clone(), body: body.into_bytes(), redelivery: None };
+        let message = Message {
+            msg_id,
+            topic: plan.topic.clone(),
+            tag,
+            keys: keys.clone(),
+            body: body.into_bytes(),
+            redelivery: None,
+        };
         match producer.send(message, None).await {
             SendOutcome::Ok { broker, queue, offset } => {
                 world.history.ok(&env.name, op, Ret::Send { broker, queue: queue.queue, offset })

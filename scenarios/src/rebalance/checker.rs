@@ -208,13 +208,7 @@ mod tests {
             shard: None,
             msg_id: id.into(),
             body: format!("back.{id}"),
-            back: Some(SentBack {
-                group: G.into(),
-                topic: topic.into(),
-                queue: 0,
-                offset: 0,
-                msg_id: from.into(),
-            }),
+            back: Some(SentBack { group: G.into(), topic: topic.into(), queue: 0, offset: 0, msg_id: from.into() }),
         };
         h.op(node, t, t + 1, call, End::Ok(Ret::Send { broker: "b".into(), queue: 0, offset: 0 }));
     }

@@ -121,8 +121,14 @@ async fn transaction(env: &Env, world: &Arc<World>, plan: &Plan, p: &TxProducer,
         body: body.clone(),
     };
     let op = world.history.invoke(&env.name, call);
-    let message =
-        Message { msg_id: msg_id.clone(), topic: plan.topic.clone(), tag, keys: vec![], body: body.into_bytes(), redelivery: None };
+    let message = Message {
+        msg_id: msg_id.clone(),
+        topic: plan.topic.clone(),
+        tag,
+        keys: vec![],
+        body: body.into_bytes(),
+        redelivery: None,
+    };
     let (broker, queue, half) = match p.producer.send_half(message, GROUP).await {
         SendOutcome::Ok { broker, queue, offset } => {
             world.history.ok(&env.name, op, Ret::SendHalf { broker: broker.clone(), queue: queue.queue, offset });
