@@ -1,7 +1,7 @@
-//! Scenarios `pubsub`, `routes`, `ordered`, `rebalance`, `tx-checkback` and
-//! `tx-crash`: determinism, seeds passing under faults, and every planted
-//! messaging, ordered-consumption, rebalance, retry and transaction bug
-//! caught by a named invariant.
+//! Scenarios `pubsub`, `routes`, `ordered`, `rebalance`, `scale-out`,
+//! `tx-checkback` and `tx-crash`: determinism, seeds passing under faults,
+//! and every planted messaging, ordered-consumption, rebalance, retry,
+//! leader and transaction bug caught by a named invariant.
 
 use mqsim_core::bugs::{Bug, Bugs};
 use mqsim_core::producer::local_tx::TxState;
@@ -15,7 +15,7 @@ fn run(scenario: &str, seed: u64, bugs: Bugs) -> mqsim_scenarios::Outcome {
 
 #[test]
 fn same_seed_same_history() {
-    for scenario in ["pubsub", "routes", "ordered", "rebalance"] {
+    for scenario in ["pubsub", "routes", "ordered", "rebalance", "scale-out"] {
         let first = to_jsonl(&run(scenario, 5, Bugs::none()).history);
         run(scenario, 11, Bugs::none());
         assert_eq!(first, to_jsonl(&run(scenario, 5, Bugs::none()).history), "{scenario}");
@@ -145,6 +145,33 @@ fn rebalance_passes_consecutive_seeds_and_takes_the_retry_paths() {
 fn every_planted_rebalance_and_retry_bug_is_caught() {
     caught("rebalance", Bug::DlqBeforeMaxRetries, 5, &["M8"]);
     caught("rebalance", Bug::RebalanceOverlap, 10, &["M5"]);
+}
+
+#[test]
+fn scale_out_passes_consecutive_seeds_and_the_leader_moves_queues() {
+    let mut assigned_to_new = 0;
+    let mut probes = std::collections::BTreeMap::<String, u64>::new();
+    for seed in 1..=10 {
+        let outcome = run("scale-out", seed, Bugs::none());
+        assert!(outcome.violations.is_empty(), "seed {seed}: {:?}", outcome.violations[0]);
+        for r in &outcome.history {
+            if let Body::Invoke { call: Call::Assign { moves, .. }, .. } = &r.body {
+                assigned_to_new += moves.iter().filter(|m| m.to.starts_with("newbroker-")).count();
+            }
+        }
+        for (p, n) in outcome.stats.probes {
+            *probes.entry(p).or_default() += n;
+        }
+    }
+    assert!(assigned_to_new >= 10, "{assigned_to_new} queues assigned to joining brokers");
+    for p in ["leader-assigned-new", "leader-moved-off-dead", "leader-shed-load", "leader-queue-given-up"] {
+        assert!(probes.get(p).is_some_and(|n| *n > 0), "{p} never reached in 10 seeds: {probes:?}");
+    }
+}
+
+#[test]
+fn every_planted_leader_bug_is_caught() {
+    caught("scale-out", Bug::LeaderActsAfterLosingLock, 10, &["L1"]);
 }
 
 #[test]

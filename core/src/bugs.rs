@@ -63,6 +63,8 @@ pub enum Bug {
     DlqBeforeMaxRetries,
     /// A consumer keeps consuming and committing a queue a rebalance took away.
     RebalanceOverlap,
+    /// The leader broker, once elected, never checks its lock or a newer leader's term again.
+    LeaderActsAfterLosingLock,
 }
 
 impl Bug {
@@ -95,6 +97,7 @@ impl Bug {
         Bug::OrderedLockOutlivesOwner,
         Bug::DlqBeforeMaxRetries,
         Bug::RebalanceOverlap,
+        Bug::LeaderActsAfterLosingLock,
     ];
 
     pub fn name(self) -> &'static str {
@@ -127,6 +130,7 @@ impl Bug {
             Bug::OrderedLockOutlivesOwner => "ordered-lock-outlives-owner",
             Bug::DlqBeforeMaxRetries => "dlq-before-max-retries",
             Bug::RebalanceOverlap => "rebalance-overlap",
+            Bug::LeaderActsAfterLosingLock => "leader-acts-after-losing-lock",
         }
     }
 
@@ -166,6 +170,7 @@ impl Bug {
             Bug::TxHalfVisible => "a half is stored in its real queue as well, so consumers see it before the producer commits",
             Bug::OrderedSkipOnFailure => "an ordered consumer counts a message whose processing failed as consumed and goes on to the next, instead of retrying it after 1 s",
             Bug::DlqBeforeMaxRetries => "a consumer counts the reconsume about to happen as done: a message goes to the dead-letter topic after one retry fewer than the group allows",
+            Bug::LeaderActsAfterLosingLock => "the leader broker trusts its leadership once elected: paused or cut off past its session, it wakes and keeps assigning queues, writing blindly over a newer leader's assignments",
             Bug::RebalanceOverlap => "a rebalance that takes a queue from a consumer does not stop it: it keeps pulling, processing and committing the queue while its new holder does too",
             Bug::OrderedLockOutlivesOwner => "a broker that opens a queue (a takeover or a restart) grants its lock at once, though a lease the earlier owner granted may still run at its consumer",
         }

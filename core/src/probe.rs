@@ -94,7 +94,7 @@ probes! {
     ManagedCacheMiss = "managed-cache-miss": "a read missed the owner's entry cache and went to the bookies",
     ManagedLostOwnership = "managed-lost-ownership": "an owner's compare-and-set of the ledger list failed: another owner has the log",
     // Broker.
-    BrokerTookOverQueue = "broker-took-over-queue": "a broker took over a queue it was not chosen for, left unowned by another",
+    BrokerTookOverQueue = "broker-took-over-queue": "a broker took over a queue another broker owned before (one it was not chosen for, left unowned; or one the leader moved to it)",
     KeyIndexReadFromLog = "key-index-read-from-log": "a query by key caught a queue's key index up by reading the log (a log the broker opened, not one it wrote all of)",
     // Transactions.
     TxCheckAnsweredCommit = "tx-check-answered-commit": "a check-back was answered commit and the broker committed the half",
@@ -120,6 +120,13 @@ probes! {
     ProducerRetriedOtherBroker = "producer-retried-other-broker": "a failed send was retried on another broker with the same message id",
     ConsumerRebalanceUncommitted = "consumer-rebalance-uncommitted": "a rebalance took a queue away while offsets of it were uncommitted",
     ConsumerPulledFromFormerOwner = "consumer-pulled-from-former-owner": "a consumer pulled from a broker that no longer owned the queue",
+    // The leader broker.
+    LeaderAssignedNew = "leader-assigned-new": "the leader assigned a queue no broker was assigned",
+    LeaderMovedOffDead = "leader-moved-off-dead": "the leader moved a queue off a broker whose load report was gone",
+    LeaderShedLoad = "leader-shed-load": "the leader moved a queue from the busiest live broker to the idlest (a new broker takes load)",
+    LeaderSteppedDown = "leader-stepped-down": "a leader read assignments a newer leader wrote and stepped down",
+    LeaderLostRace = "leader-lost-race": "a leader's compare-and-set of the assignments failed: someone wrote them since it read them",
+    LeaderQueueGivenUp = "leader-queue-given-up": "a broker gave up a queue the leader assigned to another broker",
     // Retry and dead-letter topics.
     RetrySentBack = "retry-sent-back": "a consumer sent a message it failed to process back to its group's retry topic",
     RetryDeadLettered = "retry-dead-lettered": "a message failed its last allowed reconsume and went to the group's dead-letter topic",

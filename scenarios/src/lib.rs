@@ -9,6 +9,7 @@ pub mod ordered;
 pub mod pubsub;
 pub mod rebalance;
 pub mod routes;
+pub mod scale_out;
 pub mod selftest;
 pub mod tx;
 
@@ -222,6 +223,7 @@ pub fn all() -> &'static [&'static dyn Scenario] {
         &kit::Kit(pubsub::PubSub),
         &kit::Kit(ordered::Ordered),
         &kit::Kit(rebalance::Rebalance),
+        &kit::Kit(scale_out::ScaleOut),
         &kit::Kit(routes::Routes),
         &kit::Kit(tx::Tx::Checkback),
         &kit::Kit(tx::Tx::Crash),

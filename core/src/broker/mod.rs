@@ -2,9 +2,11 @@
 //! service, keeps each queue as a managed ledger, registers with every
 //! NameServer, and serves sends, pulls and consumer offsets.
 
+pub mod balance;
 pub mod index;
 pub mod locks;
 pub mod proto;
+pub mod leader;
 mod server;
 pub mod tx;
 pub mod txn;

@@ -3,8 +3,12 @@
 //! queues' managed ledgers, and consumer offsets are their durable cursors.
 //! It takes the queues it was chosen for, takes over queues left unowned for
 //! a while (a dead broker's), registers with every NameServer, and serves.
+//! With a leader ([`Config::balance`]) it instead takes the queues the leader
+//! broker assigned to it and gives up those assigned away (see [`super::balance`]).
 
+use super::balance::{Assignments, Load, ASSIGNMENTS};
 use super::index::KeyIndex;
+use super::leader::{self, Balance};
 use super::locks::{self, LockTable};
 use super::proto::{Broker, Request, Response};
 use super::tx::{self, Producers, TxLogs};
@@ -48,6 +52,9 @@ pub struct Config {
     pub registrations: Option<Registrations>,
     /// The check-back service of transactional topics.
     pub check: CheckConfig,
+    /// Queues go where a leader broker assigns them (`Topic::brokers` and
+    /// `takeover_after` are then unused); every broker is a candidate leader.
+    pub balance: Option<Balance>,
 }
 
 /// Sees a broker's registrations: `start` before each is sent (a token
@@ -142,6 +149,11 @@ pub async fn serve(env: Env, config: Config) {
     let c = LedgerClient::new(&env, &config.meta_server);
     madsim::task::spawn(own(env.clone(), c.clone(), config.clone(), state.clone()));
     madsim::task::spawn(register(env.clone(), config.clone(), state.clone()));
+    if config.balance.is_some() {
+        let s = state.clone();
+        let load = Arc::new(move || Load { queues: s.lock().expect("broker").owned.len() as u32 });
+        madsim::task::spawn(leader::lead(env.clone(), c.meta.clone(), config.clone(), load));
+    }
     if config.topics.iter().any(|t| t.transactional) {
         madsim::task::spawn(check_back(env.clone(), config.check, state.clone()));
     }
@@ -435,11 +447,25 @@ async fn own(env: Env, c: LedgerClient, config: Config, state: Shared) {
         let session = Session::open(&env, &c.meta, config.session_timeout).await;
         let mut unowned_since: BTreeMap<QueueId, Duration> = BTreeMap::new();
         while !session.is_expired() {
+            // With a leader: its assignments, read once a round (`None`: not known now).
+            let assigned = match &config.balance {
+                None => None,
+                Some(_) => match c.meta.get(ASSIGNMENTS).await {
+                    Ok(Some((bytes, _))) => Assignments::decode(&bytes),
+                    Ok(None) => Some(Assignments::default()),
+                    Err(_) => None,
+                },
+            };
             for (q, chosen, transactional) in &queues {
                 if session.is_expired() {
                     break;
                 }
-                let how = Look { chosen: *chosen, transactional: *transactional };
+                let chosen = match (&config.balance, &assigned) {
+                    (None, _) => Chosen::Statically(*chosen),
+                    (Some(_), None) => Chosen::Unknown,
+                    (Some(_), Some(a)) => Chosen::ByLeader(a.queues.get(q).is_some_and(|b| *b == env.name)),
+                };
+                let how = Look { chosen, transactional: *transactional };
                 look_at(&env, &c, &config, &state, &session, q, how, &mut unowned_since).await;
             }
             env.sleep(random.jitter(OWNERSHIP_EVERY)).await;
@@ -458,8 +484,19 @@ async fn own(env: Env, c: LedgerClient, config: Config, state: Shared) {
 /// its topic is transactional.
 #[derive(Clone, Copy)]
 struct Look {
-    chosen: bool,
+    chosen: Chosen,
     transactional: bool,
+}
+
+/// Whether a broker is the one to own a queue.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Chosen {
+    /// By the topic's broker list (others take it over when it stays unowned).
+    Statically(bool),
+    /// By the leader's assignments: true when assigned to this broker.
+    ByLeader(bool),
+    /// A leader decides, but its assignments could not be read now.
+    Unknown,
 }
 
 /// One look at queue `q`: keep it, drop it, or take it.
@@ -476,20 +513,22 @@ async fn look_at(
 ) {
     let held = state.lock().expect("broker").owned.get(q).map(|o| o.failed().is_some());
     match held {
-        Some(false) => return,
-        Some(true) => {
-            // Fenced by another owner, or its storage failed: give it up.
-            {
-                let mut s = state.lock().expect("broker");
-                s.owned.remove(q);
-                s.locks.forget(q);
-                s.changed = true;
-            }
-            session.unlock(&owner_lock(q)).await;
-            return;
+        Some(false) if chosen == Chosen::ByLeader(false) => {
+            // The leader moved it: give it up, so its new owner can take it.
+            env.probe(Probe::LeaderQueueGivenUp);
+            return give_up(state, session, q).await;
         }
+        Some(false) => return,
+        // Fenced by another owner, or its storage failed: give it up.
+        Some(true) => return give_up(state, session, q).await,
         None => {}
     }
+    let by_leader = chosen == Chosen::ByLeader(true);
+    let chosen = match chosen {
+        Chosen::Statically(chosen) => chosen,
+        Chosen::ByLeader(true) => true,
+        Chosen::ByLeader(false) | Chosen::Unknown => return,
+    };
     if !chosen {
         match c.meta.get(&owner_lock(q)).await {
             Ok(None) => {
@@ -521,7 +560,7 @@ async fn look_at(
     };
     match opened.await {
         Ok((ml, tx)) => {
-            if !chosen {
+            if !chosen || (by_leader && ml.had_owner) {
                 env.probe(Probe::BrokerTookOverQueue);
             }
             // Leases an earlier owner (or this broker's earlier incarnation)
@@ -536,6 +575,17 @@ async fn look_at(
         }
         Err(_) => session.unlock(&owner_lock(q)).await,
     }
+}
+
+/// Forgets queue `q` and releases its owner lock.
+async fn give_up(state: &Shared, session: &Session, q: &QueueId) {
+    {
+        let mut s = state.lock().expect("broker");
+        s.owned.remove(q);
+        s.locks.forget(q);
+        s.changed = true;
+    }
+    session.unlock(&owner_lock(q)).await;
 }
 
 /// Registers the owned queues with every NameServer every 30 s, soon after

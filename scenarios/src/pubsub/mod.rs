@@ -113,6 +113,7 @@ impl Plan {
             takeover_after: self.session_timeout * 2,
             registrations: None,
             check: Default::default(),
+            balance: None,
         }
     }
 }

@@ -197,6 +197,7 @@ impl Script for Routes {
                 takeover_after: plan.session_timeout * 2,
                 registrations: Some(Registrations(Arc::new(Recorder { world: w.clone(), node: b.clone() }))),
                 check: Default::default(),
+                balance: None,
             };
             w.add_node(&b, move |env| broker::serve(env, config.clone()));
         }

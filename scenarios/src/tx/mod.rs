@@ -104,6 +104,7 @@ impl Plan {
             takeover_after: self.session_timeout * 2,
             registrations: None,
             check: self.check,
+            balance: None,
         }
     }
 

@@ -188,6 +188,13 @@ pub enum Call {
         topic: String,
         queue: u32,
     },
+    /// A broker that took the leader lock reads its term.
+    Lead {},
+    /// The leader broker of `term` writes its assignments with these moves.
+    Assign {
+        term: u64,
+        moves: Vec<Moved>,
+    },
     /// Asks one broker for the messages with `key` in its queues of `topic`.
     QueryKey {
         broker: String,
@@ -284,6 +291,16 @@ pub struct SentBack {
     pub queue: u32,
     pub offset: u64,
     pub msg_id: String,
+}
+
+/// One queue a leader moved: `topic`/`queue` to broker `to` (from `from`, if assigned).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    pub topic: String,
+    pub queue: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub to: String,
 }
 
 /// One message of a poll answer.
@@ -451,6 +468,13 @@ pub enum Ret {
     Commit,
     Lock,
     Unlock,
+    Lead {
+        term: u64,
+    },
+    /// The version of the assignments written.
+    Assign {
+        version: u64,
+    },
     /// The queues the broker searched, each up to its durable end then, and what it found there.
     QueryKey {
         searched: Vec<Searched>,
@@ -525,6 +549,8 @@ impl Call {
             Call::Commit { .. } => "commit",
             Call::Lock { .. } => "lock",
             Call::Unlock { .. } => "unlock",
+            Call::Lead {} => "lead",
+            Call::Assign { .. } => "assign",
             Call::QueryKey { .. } => "query_key",
             Call::ReadQueue { .. } => "read_queue",
             Call::SendHalf { .. } => "send_half",
@@ -603,6 +629,8 @@ impl Ret {
             Ret::Commit => "commit",
             Ret::Lock => "lock",
             Ret::Unlock => "unlock",
+            Ret::Lead { .. } => "lead",
+            Ret::Assign { .. } => "assign",
             Ret::QueryKey { .. } => "query_key",
             Ret::ReadQueue { .. } => "read_queue",
             Ret::SendHalf { .. } => "send_half",
