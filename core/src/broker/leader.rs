@@ -3,7 +3,9 @@
 //! [`BALANCE_EVERY`] with [`plan`], writing its assignments by
 //! compare-and-set under its term. A thin async loop around [`balance`](super::balance).
 
-use super::balance::{self, apply, load_key, may_act, plan, Assignments, Load, ASSIGNMENTS, BALANCE_EVERY, LEADER, LOADS};
+use super::balance::{
+    self, apply, load_key, may_act, plan, Assignments, Load, ASSIGNMENTS, BALANCE_EVERY, LEADER, LOADS,
+};
 use super::server::Config;
 use crate::bugs::Bug;
 use crate::env::Env;

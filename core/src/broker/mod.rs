@@ -4,9 +4,9 @@
 
 pub mod balance;
 pub mod index;
+pub mod leader;
 pub mod locks;
 pub mod proto;
-pub mod leader;
 mod server;
 pub mod tx;
 pub mod txn;

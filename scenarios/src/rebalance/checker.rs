@@ -159,15 +159,15 @@ fn consumed_after_release(history: &[Record], ops: &[Op], group: &str, report: &
             (Call::Rebalance { group: g, topic }, Some(Ret::Rebalance { queues })) if g == group => {
                 holds.insert((o.node, topic), queues.iter().copied().collect());
             }
-            (Call::Process { group: g, topic, queue, .. }, _) if g == group => {
-                if holds.get(&(o.node, topic.as_str())).is_some_and(|held| !held.contains(queue)) {
-                    let detail = format!(
-                        "consumed-after-release: {} began on {topic}/q{queue}, which {}'s last rebalance had given up",
-                        o.describe(),
-                        o.node
-                    );
-                    report.at("M5", o, detail);
-                }
+            (Call::Process { group: g, topic, queue, .. }, _)
+                if g == group && holds.get(&(o.node, topic.as_str())).is_some_and(|held| !held.contains(queue)) =>
+            {
+                let detail = format!(
+                    "consumed-after-release: {} began on {topic}/q{queue}, which {}'s last rebalance had given up",
+                    o.describe(),
+                    o.node
+                );
+                report.at("M5", o, detail);
             }
             _ => {}
         }

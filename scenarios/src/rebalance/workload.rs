@@ -65,7 +65,7 @@ pub async fn producer(env: Env, world: Arc<World>, plan: Plan, stop: Duration, m
 
 /// Whether the message first sent as `origin` always fails: its id hashes to 0 modulo `one_in`.
 pub fn poison(origin: &str, one_in: u32) -> bool {
-    crc32c::crc32c(origin.as_bytes()) % one_in.max(1) == 0
+    crc32c::crc32c(origin.as_bytes()).is_multiple_of(one_in.max(1))
 }
 
 /// The application: a message takes a few milliseconds; a poison message

@@ -68,8 +68,10 @@ pub fn check(history: &[Record], spec: &Spec) -> Vec<Violation> {
     }
     for &(_, term, o) in &written {
         if let Some(leader) = elected.get(&term).filter(|l| **l != o.node) {
-            let detail =
-                format!("term-of-another-broker: {} wrote under term {term}, which {leader} was elected with", o.describe());
+            let detail = format!(
+                "term-of-another-broker: {} wrote under term {term}, which {leader} was elected with",
+                o.describe()
+            );
             report.at("L1", o, detail);
         }
     }

@@ -58,7 +58,12 @@ impl LeaderObserver for LeaderRecorder {
     fn assign_start(&self, term: u64, moves: &[Move]) -> u64 {
         let moves = moves
             .iter()
-            .map(|m| Moved { topic: m.queue.topic.clone(), queue: m.queue.queue, from: m.from.clone(), to: m.to.clone() })
+            .map(|m| Moved {
+                topic: m.queue.topic.clone(),
+                queue: m.queue.queue,
+                from: m.from.clone(),
+                to: m.to.clone(),
+            })
             .collect();
         self.world.history.invoke(&self.node, Call::Assign { term, moves }).0
     }

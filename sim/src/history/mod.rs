@@ -6,7 +6,9 @@
 
 mod ops;
 
-pub use ops::{Call, Found, LocalState, Moved, Polled, QueueRef, Ret, Route, Searched, Segment, SentBack, Stored, TxHalf};
+pub use ops::{
+    Call, Found, LocalState, Moved, Polled, QueueRef, Ret, Route, Searched, Segment, SentBack, Stored, TxHalf,
+};
 
 use crate::disk::CrashLoss;
 use crate::nemesis::Fault;
