@@ -19,7 +19,8 @@ use std::sync::Arc;
 pub trait LeaderObserver: Send + Sync {
     /// It took the leader lock; `start` before it reads the lock's term.
     fn elect_start(&self) -> u64;
-    fn elect_end(&self, token: u64, term: Option<u64>);
+    /// `Ok(term)`; `Err(true)` the lock is not its own; `Err(false)` no answer.
+    fn elect_end(&self, token: u64, term: Result<u64, bool>);
     /// It writes assignments with `moves` under `term`.
     fn assign_start(&self, term: u64, moves: &[balance::Move]) -> u64;
     /// `Ok(version)` written; `Err(true)` certainly not written; `Err(false)` unknown.
@@ -50,12 +51,17 @@ pub(super) async fn lead(env: Env, meta: MetaClient, config: Config, load: Arc<d
     loop {
         let session = Session::open(&env, &meta, config.session_timeout).await;
         let mut term: Option<u64> = None;
+        let mut reported = false;
         // With the planted bug a leader never looks at its lock or session again.
         while !session.is_expired() || (zombie && term.is_some()) {
-            report(&session, &meta, &env.name, &load()).await;
+            reported = report(&session, &meta, &env.name, &load(), reported).await;
             if !(zombie && term.is_some()) {
                 let lock = session.lock(LEADER).await;
                 let trusted = env.clock.mono() < session.trusted_until();
+                if lock == Lock::Taken {
+                    // A lock created now is a new leadership, with a new term.
+                    term = None;
+                }
                 if !matches!(lock, Lock::Taken | Lock::AlreadyOurs) || !trusted {
                     term = None;
                 } else if term.is_none() {
@@ -74,26 +80,45 @@ pub(super) async fn lead(env: Env, meta: MetaClient, config: Config, load: Arc<d
     }
 }
 
-/// Writes this broker's load report, creating its ephemeral key when gone.
-async fn report(session: &Session, meta: &MetaClient, broker: &str, load: &Load) {
+/// Writes this broker's load report; true when its ephemeral key is this
+/// session's. A key left by an earlier session of this broker (it vanishes
+/// when that session expires) is replaced by one of this session.
+async fn report(session: &Session, meta: &MetaClient, broker: &str, load: &Load, ours: bool) -> bool {
     let key = load_key(broker);
     let bytes = postcard::to_allocvec(load).expect("a load report serializes");
-    if meta.set(&key, bytes.clone(), None).await == Err(MetaError::NoNode) {
-        let _ = session.create_ephemeral(&key, bytes).await;
+    if ours {
+        return match meta.set(&key, bytes, None).await {
+            Ok(_) => true,
+            Err(e) => e != MetaError::NoNode,
+        };
+    }
+    match session.create_ephemeral(&key, bytes).await {
+        Ok(_) => true,
+        Err(MetaError::NodeExists) => match meta.get(&key).await {
+            Ok(Some((_, stat))) if stat.owner == Some(session.id()) => true,
+            Ok(Some((_, stat))) => {
+                let _ = meta.delete(&key, Some(stat.version)).await;
+                false
+            }
+            _ => false,
+        },
+        Err(_) => false,
     }
 }
 
 /// The term of the leadership this session just took: the zxid that created the lock.
 async fn elect(meta: &MetaClient, session: &Session, observer: Option<&dyn LeaderObserver>) -> Option<u64> {
     let token = observer.map(|o| o.elect_start());
-    let term = match meta.get(LEADER).await {
-        Ok(Some((_, stat))) if stat.owner == Some(session.id()) => Some(stat.czxid),
-        _ => None,
+    let read = meta.get(LEADER).await;
+    let term = match &read {
+        Ok(Some((_, stat))) if stat.owner == Some(session.id()) => Ok(stat.czxid),
+        Ok(_) => Err(true),
+        Err(_) => Err(false),
     };
     if let (Some(o), Some(token)) = (observer, token) {
         o.elect_end(token, term);
     }
-    term
+    term.ok()
 }
 
 /// One balancing round of the leader of `term`. False when a newer leader's

@@ -761,11 +761,15 @@ impl<U: Fn() -> bool> Consumer<U> {
         processed
     }
 
-    /// How long a retried copy must still wait before it may be processed, if at all.
+    /// How long a retried copy must still wait before it may be processed,
+    /// if at all. Its due time is by its sender's clock: a wait is never
+    /// longer than the longest delay, so a sender's skewed clock cannot hold
+    /// the retry queue up for longer.
     fn not_due(&self, m: &StoredMessage) -> Option<Duration> {
         let due = m.message.redelivery.as_ref().filter(|_| self.config.is_retry_topic())?.due_ms;
         let now = self.env.clock.wall_ms();
-        (due > now).then(|| Duration::from_millis(due - now))
+        let longest = self.config.retry.unwrap_or_default().longest_delay();
+        (due > now).then(|| Duration::from_millis(due - now).min(longest))
     }
 
     /// Sends a new copy of `m`, which failed, to the group's retry topic, or

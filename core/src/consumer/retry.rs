@@ -82,6 +82,11 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// The longest delay a retried message may wait.
+    pub fn longest_delay(&self) -> Duration {
+        DELAY_LEVELS[DELAY_LEVELS.len() - 1] / self.delay_divisor.max(1)
+    }
+
     /// The fate of a message that failed after `reconsumes` reconsumes.
     pub fn fate(&self, reconsumes: u32) -> Fate {
         match on_failure(reconsumes, self.max_reconsumes) {
@@ -112,6 +117,7 @@ mod tests {
         assert_eq!(p.fate(1), Fate::Retry { reconsumes: 2, delay: Duration::from_millis(30) });
         assert_eq!(p.fate(2), Fate::DeadLetter);
         assert_eq!(Policy::default().fate(0), on_failure(0, MAX_RECONSUMES));
+        assert_eq!(p.longest_delay(), Duration::from_millis(7_200));
     }
 
     proptest! {

@@ -1095,7 +1095,7 @@ fn check_routes(history: &[Record], run: &Run, found: &mut Found) {
 mod tests {
     use super::*;
     use crate::ops::build::{End, History};
-    use mqsim_sim::history::{Polled, QueueRef, Route};
+    use mqsim_sim::history::{Polled, QueueRef, Route, SentBack};
 
     const P: &str = "producer-0";
     const P1: &str = "producer-1";
@@ -1542,6 +1542,55 @@ mod tests {
         mini_final(&mut h, &[(2, "m3", "a")]);
         let checked = flags(h, &spec(1), "M5", "commit-skips-unprocessed");
         assert_eq!(anomalies(&checked), vec![("M5", "commit-skips-unprocessed".to_string())]);
+    }
+
+    /// m3 fails and goes, as copy c3, to the retry topic `R` (acknowledged
+    /// when `acked`), where the group processes c3; the group commits past m3.
+    fn sent_back(acked: bool) -> (History, Spec) {
+        const R: &str = "%RETRY%g";
+        let mut h = mini();
+        send(&mut h, P, 200, "m3", "a", at(0, 2));
+        poll(&mut h, C, 300, 0, 2, &[(2, "m3", "a")], 3);
+        let call = Call::Process { group: G.into(), topic: T.into(), queue: 0, offset: 2, msg_id: "m3".into() };
+        h.op(C, 310, 311, call, End::Fail("consume later"));
+        let back = SentBack { group: G.into(), topic: T.into(), queue: 0, offset: 2, msg_id: "m3".into() };
+        let call = Call::Send {
+            topic: R.into(),
+            tag: "a".into(),
+            keys: vec![],
+            shard: None,
+            msg_id: "c3".into(),
+            body: body("c3"),
+            back: Some(back),
+        };
+        h.op(
+            C,
+            312,
+            315,
+            call,
+            if acked { End::Ok(Ret::Send { broker: "broker-0".into(), queue: 0, offset: 0 }) } else { End::Info },
+        );
+        commit(&mut h, C, 320, 0, 3);
+        let call = Call::Process { group: G.into(), topic: R.into(), queue: 0, offset: 0, msg_id: "c3".into() };
+        h.op(C, 400, 401, call, End::Ok(Ret::Process));
+        mini_final(&mut h, &[(2, "m3", "a")]);
+        let read = Ret::ReadQueue { msgs: if acked { stored(&[(0, "c3", "a")]) } else { vec![] } };
+        h.op(CHECKER, 90_100, 90_101, Call::ReadQueue { topic: R.into(), queue: 0 }, End::Ok(read));
+        let mut spec = spec(1);
+        spec.topics.push((R.into(), 1));
+        spec.subscriptions.push(Subscription { group: G.into(), topic: R.into(), tags: vec!["*".into()] });
+        (h, spec)
+    }
+
+    #[test]
+    fn a_message_sent_back_counts_as_processed_only_once_its_copy_is_stored() {
+        let (h, spec) = sent_back(true);
+        assert_eq!(check(&h.done(), &spec), Checked::default());
+        let (h, spec) = sent_back(false);
+        let checked = check(&h.done(), &spec);
+        let found = anomalies(&checked);
+        assert!(found.contains(&("M1", "unseen".to_string())), "{found:?}");
+        assert!(found.contains(&("M5", "commit-skips-unprocessed".to_string())), "{found:?}");
     }
 
     #[test]

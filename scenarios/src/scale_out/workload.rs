@@ -48,10 +48,12 @@ impl LeaderObserver for LeaderRecorder {
         self.world.history.invoke(&self.node, Call::Lead {}).0
     }
 
-    fn elect_end(&self, token: u64, term: Option<u64>) {
+    fn elect_end(&self, token: u64, term: Result<u64, bool>) {
+        let op = OpId(token);
         match term {
-            Some(term) => self.world.history.ok(&self.node, OpId(token), Ret::Lead { term }),
-            None => self.world.history.fail(&self.node, OpId(token), "not the lock's owner".to_string()),
+            Ok(term) => self.world.history.ok(&self.node, op, Ret::Lead { term }),
+            Err(true) => self.world.history.fail(&self.node, op, "not the lock's owner"),
+            Err(false) => self.world.history.info(&self.node, op, "no answer"),
         }
     }
 
