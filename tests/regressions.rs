@@ -29,6 +29,12 @@
 //!   change had resent the add, changed the ensemble again, 1,800 times over
 //!   67 s after the faults ended, and a half log's check pass waited on it
 //!   until the final read: halves went unresolved (T5).
+//! - `scale-out-111-owner-lock-leaked-after-move` and
+//!   `scale-out-178-owner-lock-leaked-after-failed-open`: a broker gave a
+//!   queue up (the leader moved it away; its log failed to open) but the
+//!   delete of its owner lock went unanswered, and it never tried again: the
+//!   lock lived as long as the broker's session, so no broker could take the
+//!   queue, and messages acknowledged there were never consumed (M1 *unseen*).
 
 use mqsim_core::bugs::{Bug, Bugs};
 use mqsim_scenarios::{find, Config, RunSpec};

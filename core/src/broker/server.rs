@@ -23,7 +23,7 @@ use crate::nameserver::routes::Version;
 use crate::nameserver::{self, NameServer, REGISTER_EVERY};
 use crate::probe::Probe;
 use crate::rpc::{self, Incoming, Rpc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -445,7 +445,7 @@ async fn own(env: Env, c: LedgerClient, config: Config, state: Shared) {
         .collect();
     loop {
         let session = Session::open(&env, &c.meta, config.session_timeout).await;
-        let mut unowned_since: BTreeMap<QueueId, Duration> = BTreeMap::new();
+        let mut memo = Memo::default();
         while !session.is_expired() {
             // With a leader: its assignments, read once a round (`None`: not known now).
             let assigned = match &config.balance {
@@ -466,7 +466,7 @@ async fn own(env: Env, c: LedgerClient, config: Config, state: Shared) {
                     (Some(_), Some(a)) => Chosen::ByLeader(a.queues.get(q).is_some_and(|b| *b == env.name)),
                 };
                 let how = Look { chosen, transactional: *transactional };
-                look_at(&env, &c, &config, &state, &session, q, how, &mut unowned_since).await;
+                look_at(&env, &c, &config, &state, &session, q, how, &mut memo).await;
             }
             env.sleep(random.jitter(OWNERSHIP_EVERY)).await;
         }
@@ -509,18 +509,25 @@ async fn look_at(
     session: &Session,
     q: &QueueId,
     Look { chosen, transactional }: Look,
-    unowned_since: &mut BTreeMap<QueueId, Duration>,
+    memo: &mut Memo,
 ) {
     let held = state.lock().expect("broker").owned.get(q).map(|o| o.failed().is_some());
     match held {
         Some(false) if chosen == Chosen::ByLeader(false) => {
             // The leader moved it: give it up, so its new owner can take it.
             env.probe(Probe::LeaderQueueGivenUp);
-            return give_up(state, session, q).await;
+            return give_up(state, session, q, memo).await;
         }
         Some(false) => return,
         // Fenced by another owner, or its storage failed: give it up.
-        Some(true) => return give_up(state, session, q).await,
+        Some(true) => return give_up(state, session, q, memo).await,
+        None if memo.releasing.contains(q) => {
+            // An earlier release went unanswered: the lock may still be ours.
+            if release(session, q).await {
+                memo.releasing.remove(q);
+            }
+            return;
+        }
         None => {}
     }
     let by_leader = chosen == Chosen::ByLeader(true);
@@ -533,7 +540,7 @@ async fn look_at(
         match c.meta.get(&owner_lock(q)).await {
             Ok(None) => {
                 let now = env.clock.mono();
-                let since = *unowned_since.entry(q.clone()).or_insert(now);
+                let since = *memo.unowned_since.entry(q.clone()).or_insert(now);
                 if now.saturating_sub(since) < config.takeover_after {
                     return;
                 }
@@ -542,7 +549,7 @@ async fn look_at(
             // unlock that failed): take the queue up again.
             Ok(Some((_, stat))) if stat.owner == Some(session.id()) => {}
             Ok(Some(_)) => {
-                unowned_since.remove(q);
+                memo.unowned_since.remove(q);
                 return;
             }
             // No answer says nothing about the owner.
@@ -552,7 +559,7 @@ async fn look_at(
     if session.lock(&owner_lock(q)).await == Lock::NotOurs {
         return;
     }
-    unowned_since.remove(q);
+    memo.unowned_since.remove(q);
     let opened = async {
         let ml = ManagedLedger::open(c, &log_name(q), config.ledger).await?;
         let tx = if transactional { Some(TxLogs::open(env, c, &log_name(q), config.ledger).await?) } else { None };
@@ -573,19 +580,43 @@ async fn look_at(
             s.locks.opened(q, ms(env.clock.mono()), hold);
             s.changed = true;
         }
-        Err(_) => session.unlock(&owner_lock(q)).await,
+        Err(_) => {
+            if !release(session, q).await {
+                memo.releasing.insert(q.clone());
+            }
+        }
     }
 }
 
+/// What one session's ownership rounds remember between looks at a queue.
+#[derive(Default)]
+struct Memo {
+    /// When each queue was first seen unowned.
+    unowned_since: BTreeMap<QueueId, Duration>,
+    /// Queues given up whose owner lock may still be this session's (the
+    /// release went unanswered): released again until it is certainly gone.
+    releasing: BTreeSet<QueueId>,
+}
+
 /// Forgets queue `q` and releases its owner lock.
-async fn give_up(state: &Shared, session: &Session, q: &QueueId) {
+async fn give_up(state: &Shared, session: &Session, q: &QueueId, memo: &mut Memo) {
     {
         let mut s = state.lock().expect("broker");
         s.owned.remove(q);
         s.locks.forget(q);
         s.changed = true;
     }
-    session.unlock(&owner_lock(q)).await;
+    if !release(session, q).await {
+        memo.releasing.insert(q.clone());
+    }
+}
+
+/// Deletes `q`'s owner lock if `session` holds it. True when the lock is
+/// certainly not this session's any more; false when the metadata service
+/// did not answer (a lock left held would keep the queue from its next owner
+/// for as long as this session lives).
+async fn release(session: &Session, q: &QueueId) -> bool {
+    session.unlock_certainly(&owner_lock(q)).await
 }
 
 /// Registers the owned queues with every NameServer every 30 s, soon after

@@ -125,10 +125,21 @@ impl Session {
     /// Releases a lock this session holds; a lock another session took
     /// meanwhile (after this one expired, say) stays.
     pub async fn unlock(&self, path: &str) {
-        if let Ok(Some((_, stat))) = self.inner.meta.get(path).await {
-            if stat.owner == Some(self.id()) {
-                let _ = self.inner.meta.delete(path, Some(stat.version)).await;
+        self.unlock_certainly(path).await;
+    }
+
+    /// [`Session::unlock`], saying whether the lock is certainly not this
+    /// session's now (false: the service did not answer).
+    pub async fn unlock_certainly(&self, path: &str) -> bool {
+        match self.inner.meta.get(path).await {
+            Ok(Some((_, stat))) if stat.owner == Some(self.id()) => {
+                match self.inner.meta.delete(path, Some(stat.version)).await {
+                    Ok(()) | Err(MetaError::NoNode | MetaError::BadVersion) => true,
+                    Err(_) => false,
+                }
             }
+            Ok(_) => true,
+            Err(_) => false,
         }
     }
 
