@@ -163,14 +163,14 @@ impl Handler for Work {
     }
 }
 
-/// A consumer of group `GROUPS[group]`, until `stop`.
-pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, group: usize, stop: Duration) {
-    let (name, tags) = GROUPS[group];
-    let config = consumer::Config {
-        group: name.to_string(),
+/// A consumer of `group` for `tags` (none: all) of `plan`'s topic, as the
+/// messaging scenarios run it: rebalancing every 20 s, 16 messages a pull.
+pub(crate) fn consumer_config(plan: &Plan, group: &str, tags: Vec<String>) -> consumer::Config {
+    consumer::Config {
+        group: group.to_string(),
         topic: plan.topic.clone(),
         queues: plan.queues,
-        tags: tags.iter().map(|t| t.to_string()).collect(),
+        tags,
         nameservers: plan.nameservers(),
         meta_server: SERVER.to_string(),
         session_timeout: plan.session_timeout,
@@ -178,7 +178,13 @@ pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, group: usize, sto
         pull_batch: 16,
         ordered: false,
         retry: None,
-    };
+    }
+}
+
+/// A consumer of group `GROUPS[group]`, until `stop`.
+pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, group: usize, stop: Duration) {
+    let (name, tags) = GROUPS[group];
+    let config = consumer_config(&plan, name, tags.iter().map(|t| t.to_string()).collect());
     let work = Arc::new(Work { env: env.clone() });
     run_recorded(env, world, config, work, stop).await;
 }

@@ -6,7 +6,7 @@
 
 use super::{Plan, DLQ_QUEUES, GROUP, RETRY_QUEUES};
 use crate::kit::{complete, patiently};
-use crate::pubsub::workload::{read_queue, run_recorded, TAGS};
+use crate::pubsub::workload::{consumer_config, read_queue, run_recorded, TAGS};
 use crate::pubsub::SERVER;
 use mqsim_core::broker::log_name;
 use mqsim_core::consumer::client::{self as consumer, Consumed, Handler};
@@ -100,17 +100,9 @@ impl Handler for Faulty {
 /// shift consumes the topic and the group's retry topic side by side.
 pub async fn consumer(env: Env, world: Arc<World>, plan: Plan, index: usize, calm: Duration, stop: Duration) {
     let config = consumer::Config {
-        group: GROUP.to_string(),
-        topic: plan.cluster.topic.clone(),
-        queues: plan.cluster.queues,
-        tags: Vec::new(),
-        nameservers: plan.cluster.nameservers(),
-        meta_server: SERVER.to_string(),
-        session_timeout: plan.cluster.session_timeout,
         rebalance_every: REBALANCE_EVERY,
-        pull_batch: 16,
-        ordered: false,
         retry: Some(plan.policy),
+        ..consumer_config(&plan.cluster, GROUP, Vec::new())
     };
     let retries = config.for_retries(RETRY_QUEUES);
     let shifts = env.random("rebalance-shifts");

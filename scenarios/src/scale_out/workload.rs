@@ -3,12 +3,11 @@
 
 use super::GROUP;
 use crate::kit::{complete, patiently};
-use crate::pubsub::workload::{read_queue, run_recorded, Work};
+use crate::pubsub::workload::{consumer_config, read_queue, run_recorded, Work};
 use crate::pubsub::{self, SERVER};
 use mqsim_core::broker::balance::Move;
 use mqsim_core::broker::leader::LeaderObserver;
 use mqsim_core::broker::log_name;
-use mqsim_core::consumer::client as consumer;
 use mqsim_core::env::Env;
 use mqsim_core::ledger::LedgerClient;
 use mqsim_core::managed::cursor;
@@ -20,19 +19,7 @@ use std::time::Duration;
 
 /// A consumer of the group, every tag, until `stop`.
 pub async fn consumer(env: Env, world: Arc<World>, plan: pubsub::Plan, stop: Duration) {
-    let config = consumer::Config {
-        group: GROUP.to_string(),
-        topic: plan.topic.clone(),
-        queues: plan.queues,
-        tags: Vec::new(),
-        nameservers: plan.nameservers(),
-        meta_server: SERVER.to_string(),
-        session_timeout: plan.session_timeout,
-        rebalance_every: Duration::from_secs(20),
-        pull_batch: 16,
-        ordered: false,
-        retry: None,
-    };
+    let config = consumer_config(&plan, GROUP, Vec::new());
     let work = Arc::new(Work { env: env.clone() });
     run_recorded(env, world, config, work, stop).await;
 }
