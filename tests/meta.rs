@@ -14,10 +14,10 @@ fn history(seed: u64) -> String {
 fn same_seed_same_history_even_after_other_seeds_in_the_same_process() {
     let first = history(7);
     assert_eq!(first, history(7), "two runs of seed 7 differ");
-    for seed in 1_000..1_200 {
+    for seed in 1_000..1_100 {
         history(seed);
     }
-    assert_eq!(first, history(7), "seed 7 changed after 200 other seeds ran in this process");
+    assert_eq!(first, history(7), "seed 7 changed after 100 other seeds ran in this process");
 }
 
 #[test]
@@ -38,15 +38,15 @@ fn a_short_history_is_pinned() {
 }
 
 #[test]
-fn passes_250_consecutive_seeds_with_faults_on() {
+fn passes_80_consecutive_seeds_with_faults_on() {
     // Longer ranges are the CI campaign's (every scenario, seeds 1–200) and users' campaigns.
     let mut faults = 0;
-    for seed in 1..=250 {
+    for seed in 1..=80 {
         let outcome = find("meta").unwrap().run(&RunSpec { seed, ..RunSpec::default() });
         faults += outcome.schedule.actions.len();
         assert!(outcome.violations.is_empty(), "seed {seed}: {:?}", outcome.violations[0]);
     }
-    assert!(faults > 2_500, "the nemesis was active: {faults} faults");
+    assert!(faults > 800, "the nemesis was active: {faults} faults");
 }
 
 #[test]
