@@ -65,6 +65,8 @@ pub enum Bug {
     RebalanceOverlap,
     /// The leader broker, once elected, never checks its lock or a newer leader's term again.
     LeaderActsAfterLosingLock,
+    /// A log's owner places every rolled-over ledger on the bookies it saw when it opened the log.
+    RolloverOnOldBookies,
 }
 
 impl Bug {
@@ -98,6 +100,7 @@ impl Bug {
         Bug::DlqBeforeMaxRetries,
         Bug::RebalanceOverlap,
         Bug::LeaderActsAfterLosingLock,
+        Bug::RolloverOnOldBookies,
     ];
 
     pub fn name(self) -> &'static str {
@@ -131,6 +134,7 @@ impl Bug {
             Bug::DlqBeforeMaxRetries => "dlq-before-max-retries",
             Bug::RebalanceOverlap => "rebalance-overlap",
             Bug::LeaderActsAfterLosingLock => "leader-acts-after-losing-lock",
+            Bug::RolloverOnOldBookies => "rollover-on-old-bookies",
         }
     }
 
@@ -171,6 +175,7 @@ impl Bug {
             Bug::OrderedSkipOnFailure => "an ordered consumer counts a message whose processing failed as consumed and goes on to the next, instead of retrying it after 1 s",
             Bug::DlqBeforeMaxRetries => "a consumer counts the reconsume about to happen as done: a message goes to the dead-letter topic after one retry fewer than the group allows",
             Bug::LeaderActsAfterLosingLock => "the leader broker trusts its leadership once elected: paused or cut off past its session, it wakes and keeps assigning queues, writing blindly over a newer leader's assignments",
+            Bug::RolloverOnOldBookies => "a log's owner keeps the bookie list it read when it opened the log and rolls over onto it, so bookies that join later never take the log's new data (a stale view of the bookies, as in BookKeeper #2490)",
             Bug::RebalanceOverlap => "a rebalance that takes a queue from a consumer does not stop it: it keeps pulling, processing and committing the queue while its new holder does too",
             Bug::OrderedLockOutlivesOwner => "a broker that opens a queue (a takeover or a restart) grants its lock at once, though a lease the earlier owner granted may still run at its consumer",
         }

@@ -174,7 +174,19 @@ impl LedgerClient {
 
     /// Creates a ledger on `e` registered bookies chosen at random.
     pub async fn create(&self, e: usize, qw: usize, qa: usize) -> Result<LedgerWriter, LedgerError> {
-        let mut bookies = self.registered_bookies().await?;
+        let bookies = self.registered_bookies().await?;
+        self.create_among(bookies, e, qw, qa).await
+    }
+
+    /// Creates a ledger on `e` of `bookies` chosen at random, every choice
+    /// equally likely (BookKeeper's default placement).
+    pub async fn create_among(
+        &self,
+        mut bookies: Vec<String>,
+        e: usize,
+        qw: usize,
+        qa: usize,
+    ) -> Result<LedgerWriter, LedgerError> {
         if bookies.len() < e {
             return Err(LedgerError::NotEnoughBookies);
         }

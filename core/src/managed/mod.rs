@@ -140,13 +140,15 @@ impl ManagedLedger {
                 }
                 None => meta,
             };
-            let writer = c.create(config.e, config.qw, config.qa).await.map_err(MlError::Storage)?;
+            let bookies = c.registered_bookies().await.map_err(MlError::Storage)?;
+            let writer =
+                c.create_among(bookies.clone(), config.e, config.qw, config.qa).await.map_err(MlError::Storage)?;
             let next = meta.with_new(writer.ledger)?;
             match write_log(c, name, &next, version).await? {
                 Some(version) => {
                     let end = next.end();
                     c.event(LedgerEvent::LogOpened { log: name.to_string(), ledger: writer.ledger, end });
-                    let mut ml = Actor::start(c, name, config, next, version, writer);
+                    let mut ml = Actor::start(c, name, config, next, version, writer, bookies);
                     ml.had_owner = !meta.segments.is_empty();
                     return Ok(ml);
                 }
@@ -355,6 +357,8 @@ struct Actor {
     opened: Duration,
     entries: u64,
     bytes: u64,
+    /// The bookies registered when this owner opened the log (for the planted bug).
+    seen_at_open: Vec<String>,
 }
 
 impl Actor {
@@ -365,6 +369,7 @@ impl Actor {
         meta: LogMeta,
         version: u64,
         w: LedgerWriter,
+        seen_at_open: Vec<String>,
     ) -> ManagedLedger {
         let (first, w_ledger) = (meta.end(), w.ledger);
         let shared = Arc::new(Mutex::new(Shared {
@@ -388,6 +393,7 @@ impl Actor {
             opened: c.env.clock.mono(),
             entries: 0,
             bytes: 0,
+            seen_at_open,
         };
         madsim::task::spawn(actor.run(rx));
         ManagedLedger { name: name.to_string(), opened: w_ledger, had_owner: false, c: c.clone(), cmds: tx, shared }
@@ -471,7 +477,13 @@ impl Actor {
     /// now, in one compare-and-set of the list.
     async fn roll_over(&mut self) -> Result<(), MlError> {
         let last = self.writer.close().await.map_err(storage)?;
-        let writer = self.c.create(self.config.e, self.config.qw, self.config.qa).await.map_err(MlError::Storage)?;
+        // The planted bug places the new ledger from a stale view of the bookies.
+        let bookies = match self.c.env.bug(Bug::RolloverOnOldBookies) {
+            true => self.seen_at_open.clone(),
+            false => self.c.registered_bookies().await.map_err(MlError::Storage)?,
+        };
+        let (e, qw, qa) = (self.config.e, self.config.qw, self.config.qa);
+        let writer = self.c.create_among(bookies, e, qw, qa).await.map_err(MlError::Storage)?;
         let closed = self.shared.lock().expect("shared").meta.closed_last((last + 1) as u64)?;
         let next = closed.with_new(writer.ledger)?;
         let first = next.end();
