@@ -170,8 +170,9 @@ fn scale_out_passes_consecutive_seeds_and_the_leader_moves_queues() {
 }
 
 #[test]
-fn every_planted_leader_bug_is_caught() {
+fn every_planted_scale_out_bug_is_caught() {
     caught("scale-out", Bug::LeaderActsAfterLosingLock, 10, &["L1"]);
+    caught("scale-out", Bug::RolloverOnOldBookies, 10, &["P1"]);
 }
 
 #[test]

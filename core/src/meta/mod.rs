@@ -10,6 +10,6 @@ mod store;
 
 pub use client::{MetaClient, Observer};
 pub use proto::{kind, Meta, MetaError, Reply, Request, Response, SessionId, Stat, KINDS};
-pub use server::{serve, LOG_NAME};
+pub use server::{recorded, serve, LOG_NAME};
 pub use session::{Lock, Session};
-pub use store::parent;
+pub use store::{parent, Txn};

@@ -19,6 +19,19 @@ const LOG_COPIES: usize = 2;
 const TICK: Duration = Duration::from_millis(200);
 const DISK_RETRY: Duration = Duration::from_millis(100);
 
+/// The transactions a restart would recover from the node's disk files
+/// (name → bytes), in zxid order; `Err` says what cannot be read.
+pub fn recorded(files: &BTreeMap<String, Vec<u8>>) -> Result<Vec<(u64, Txn)>, String> {
+    let copies: Vec<Vec<u8>> =
+        (0..LOG_COPIES).map(|i| files.get(&format!("{LOG_NAME}.{i}")).cloned().unwrap_or_default()).collect();
+    let found = crate::wal::parse(&copies).map_err(|e| format!("the metadata log: {e}"))?;
+    let decode = |(i, bytes): (usize, &Vec<u8>)| match postcard::from_bytes::<(u64, Txn)>(bytes) {
+        Ok((zxid, txn)) if zxid == i as u64 + 1 => Ok((zxid, txn)),
+        _ => Err(format!("record {i} of the metadata log is not its transaction {}", i + 1)),
+    };
+    found.records.iter().enumerate().map(decode).collect()
+}
+
 /// Runs the metadata service until the node is killed.
 pub async fn serve(env: Env) {
     let (rpc, mut requests) = Rpc::serve::<Meta>(&env);

@@ -7,6 +7,7 @@
 //! decisions interleave (L1), and that new brokers took queues (L2).
 
 pub mod checker;
+pub mod placement;
 pub(crate) mod workload;
 
 use crate::kit::{Faults, Knob, Role, Run, Script, Topology, OPS};
@@ -20,6 +21,7 @@ use mqsim_core::{bookie, broker, meta, nameserver};
 use mqsim_sim::{Fault, FaultAction, Schedule, World};
 use rand::seq::SliceRandom;
 use rand::Rng;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,7 +58,8 @@ pub struct ScaleOut;
 
 impl Script for ScaleOut {
     type Plan = Plan;
-    type Final = ();
+    /// The metadata service's disk files at the end, for the placement checker.
+    type Final = BTreeMap<String, Vec<u8>>;
 
     fn name(&self) -> &'static str {
         "scale-out"
@@ -91,14 +94,19 @@ impl Script for ScaleOut {
         }
         let cluster = pubsub::Plan::draw(&mut rng, TOPIC, queues as u32, brokers as usize, config.get(OPS));
         let phase = config.get(crate::kit::PHASE_MS).unwrap_or(FAULT_PHASE.as_millis() as u64).max(4_000);
-        let mut joins = |n: u64| -> Vec<Duration> {
-            let mut v: Vec<Duration> =
-                (0..n).map(|_| Duration::from_millis(rng.gen_range(2_000..phase - 1_000))).collect();
+        let mut joins = |n: u64, until: u64| -> Vec<Duration> {
+            let mut v: Vec<Duration> = (0..n).map(|_| Duration::from_millis(rng.gen_range(2_000..until))).collect();
             v.sort();
             v
         };
-        let broker_joins = joins(new_brokers);
-        let bookie_joins = joins(new_bookies);
+        let broker_joins = joins(new_brokers, phase - 1_000);
+        // Bookies join in the first half, so that many ledgers are placed after.
+        let bookie_joins = joins(new_bookies, phase / 2);
+        let mut cluster = cluster;
+        // Rollovers every second or few, so that the logs place many new
+        // ledgers after each bookie joins: the placement checker's evidence.
+        cluster.rollover.max_entries = rng.gen_range(30..=120);
+        cluster.rollover.max_age = Duration::from_millis(rng.gen_range(1_000..=3_000));
         Plan { cluster, consumers: 2, broker_joins, bookie_joins }
     }
 
@@ -148,7 +156,7 @@ impl Script for ScaleOut {
         }
     }
 
-    async fn drive(w: Arc<World>, run: Run<Plan>) {
+    async fn drive(w: Arc<World>, run: Run<Plan>) -> Self::Final {
         let t = timeline(run.phase);
         let mut joins: Vec<(Duration, String, bool)> = Vec::new();
         for (at, b) in run.plan.broker_joins.iter().zip(run.topology.names(NEW_BROKER)) {
@@ -170,13 +178,14 @@ impl Script for ScaleOut {
         let (world, plan) = (w.clone(), run.plan.cluster.clone());
         w.add_node(CHECKER, move |env| workload::final_reads(env, world.clone(), plan.clone()));
         w.sleep_until(t.end).await;
+        w.disk(SERVER).durable_snapshot()
     }
 
     fn end(run: &Run<Plan>) -> Duration {
         timeline(run.phase).end
     }
 
-    fn check(run: &Run<Plan>, ran: &Ran, _schedule: &Schedule, _fin: ()) -> Vec<Violation> {
+    fn check(run: &Run<Plan>, ran: &Ran, _schedule: &Schedule, meta_disk: Self::Final) -> Vec<Violation> {
         let topic = run.plan.cluster.topic.clone();
         let spec = pubsub_checker::Spec {
             subscriptions: vec![Subscription { group: GROUP.into(), topic: topic.clone(), tags: vec!["*".into()] }],
@@ -191,11 +200,12 @@ impl Script for ScaleOut {
         let brokers = run.plan.cluster.brokers + new_brokers.len();
         let spec = checker::Spec { new_brokers, brokers, queues: run.plan.cluster.queues };
         violations.extend(checker::check(&ran.history, &spec));
+        violations.extend(placement::check(&meta_disk));
         violations
     }
 
     fn bugs(&self) -> Vec<Bug> {
-        vec![Bug::LeaderActsAfterLosingLock, Bug::TakeoverWithoutFencing]
+        vec![Bug::LeaderActsAfterLosingLock, Bug::RolloverOnOldBookies, Bug::TakeoverWithoutFencing]
     }
 
     fn probes(&self) -> Vec<mqsim_core::probe::Probe> {
