@@ -106,7 +106,7 @@ impl Script for ScaleOut {
         // Rollovers every second or few, so that the logs place many new
         // ledgers after each bookie joins: the placement checker's evidence.
         cluster.rollover.max_entries = rng.gen_range(30..=120);
-        cluster.rollover.max_age = Duration::from_millis(rng.gen_range(1_000..=3_000));
+        cluster.rollover.max_age = Duration::from_millis(rng.gen_range(500..=1_500));
         Plan { cluster, consumers: 2, broker_joins, bookie_joins }
     }
 

@@ -11,13 +11,22 @@
 //! - **P1** new ledgers land on the bookies registered now.
 //!   - *placed-on-unregistered*: a segment's ensemble names a bookie that was
 //!     not registered at any moment of the segment's window.
-//!   - *bookie-passed-over*: a bookie registered throughout the windows of n
-//!     segments was placed in so few of them that uniform placement (every E
-//!     of the registered bookies equally likely, BookKeeper's default) would
-//!     do that with a chance below [`CHANCE`]. Each segment counts with its
-//!     lowest possible odds (E over the most bookies registered in its
-//!     window), so the judgement errs toward passing. This is how a stale
-//!     view of the bookies shows: bookies that join never take new data.
+//!   - *new-bookies-unused*: bookies that joined do not take new data. Take
+//!     the rollovers (a segment added by the write that closed the one before
+//!     it, which no recovery had taken over) of owners whose choice at opening
+//!     was made before some bookies registered, where those bookies were
+//!     registered throughout the rollover's window. So few of them were
+//!     placed on any of those bookies that uniform placement (every E of the
+//!     registered bookies equally likely, BookKeeper's default) would do that
+//!     with a chance below [`CHANCE`]. This is how a stale view of the
+//!     bookies shows.
+//!   - *bookie-passed-over*: the same, for each bookie over all the segments
+//!     it was registered throughout the windows of.
+//!
+//!   Each segment counts with its lowest possible odds (computed for the
+//!   most bookies registered in its window), so the judgement errs toward
+//!   passing. Which segments count does not depend on their own ensembles,
+//!   so picking them does not bias the odds.
 //!
 //! A log with no segments judged nothing, and the run fails.
 
@@ -26,7 +35,7 @@ use mqsim_core::bookie::{self, LedgerId};
 use mqsim_core::ledger::{self, LEDGERS};
 use mqsim_core::managed::{self, LogMeta};
 use mqsim_core::meta::{self, SessionId, Txn};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub const INVARIANT: &str = "P1";
 /// Below this chance under uniform placement, a bookie's few placements are a violation.
@@ -54,6 +63,10 @@ struct Durable {
     ledgers: BTreeMap<LedgerId, (u64, Option<Vec<String>>)>,
     /// Each log's creating transaction and its latest segments (`None`: undecodable).
     logs: BTreeMap<String, (u64, Option<Vec<LedgerId>>)>,
+    /// Ledgers that went into recovery (another node closed them).
+    recovered: BTreeSet<LedgerId>,
+    /// Segments added by the write that closed the segment before them: rollovers.
+    rolled: BTreeSet<LedgerId>,
 }
 
 fn replay(txns: &[(u64, Txn)]) -> Durable {
@@ -63,10 +76,10 @@ fn replay(txns: &[(u64, Txn)]) -> Durable {
     let ledger_prefix = format!("{LEDGERS}/L");
     // Registered now: bookie → (since, owning session).
     let mut now: BTreeMap<String, (u64, Option<SessionId>)> = BTreeMap::new();
-    let segments = |value: &[u8]| -> Option<Vec<LedgerId>> {
-        let list: LogMeta = postcard::from_bytes(value).ok()?;
-        Some(list.segments.iter().map(|s| s.ledger).collect())
-    };
+    let decode = |value: &[u8]| postcard::from_bytes::<LogMeta>(value).ok();
+    let ids = |list: &Option<LogMeta>| list.as_ref().map(|l| l.segments.iter().map(|s| s.ledger).collect());
+    // Each log's latest list, to tell a rollover from the write that made it.
+    let mut lists: BTreeMap<String, LogMeta> = BTreeMap::new();
     for (zxid, txn) in txns {
         let before = now.len();
         let mut gone: Vec<String> = Vec::new();
@@ -78,12 +91,25 @@ fn replay(txns: &[(u64, Txn)]) -> Durable {
                     let ensemble = ledger::decode_meta(value).and_then(|m| m.ensembles.get(&0).cloned());
                     d.ledgers.insert(id, (*zxid, ensemble));
                 } else if let Some(log) = path.strip_prefix(&log_prefix) {
-                    d.logs.insert(log.to_string(), (*zxid, segments(value)));
+                    let list = decode(value);
+                    d.logs.insert(log.to_string(), (*zxid, ids(&list)));
+                    lists.insert(log.to_string(), list.unwrap_or_default());
                 }
             }
             Txn::Set { path, value } => {
-                if let Some((_, list)) = path.strip_prefix(&log_prefix).and_then(|log| d.logs.get_mut(log)) {
-                    *list = segments(value);
+                if let Some(id) = path.strip_prefix(&ledger_prefix).and_then(|n| n.parse::<LedgerId>().ok()) {
+                    if ledger::decode_meta(value).is_some_and(|m| m.state == ledger::State::InRecovery) {
+                        d.recovered.insert(id);
+                    }
+                } else if let Some(log) = path.strip_prefix(&log_prefix) {
+                    let list = decode(value);
+                    if let (Some(before), Some(after)) = (lists.get(log), &list) {
+                        d.rolled.extend(rolled_over(before, after));
+                    }
+                    if let Some((_, segments)) = d.logs.get_mut(log) {
+                        *segments = ids(&list);
+                    }
+                    lists.insert(log.to_string(), list.unwrap_or_default());
                 }
             }
             Txn::Delete { path } => gone.extend(path.strip_prefix(&bookie_prefix).map(str::to_string)),
@@ -107,6 +133,14 @@ fn replay(txns: &[(u64, Txn)]) -> Durable {
     d
 }
 
+/// The segment `after` adds in the same write that closes the open one of `before`.
+fn rolled_over(before: &LogMeta, after: &LogMeta) -> Option<LedgerId> {
+    let n = before.segments.len();
+    let closed = before.segments.last().is_some_and(|s| s.entries.is_none())
+        && after.segments.get(n.wrapping_sub(1)).is_some_and(|s| s.entries.is_some());
+    (closed && after.segments.len() == n + 1).then(|| after.segments[n].ledger)
+}
+
 impl Durable {
     /// The most bookies registered after any transaction in `lo..hi`.
     fn most_registered(&self, lo: u64, hi: u64) -> usize {
@@ -120,7 +154,8 @@ impl Durable {
     }
 }
 
-/// Whether `ranges` cover every transaction in `lo..hi`.
+/// Whether a bookie with registrations `ranges` was registered after every
+/// transaction in `lo..hi`.
 fn throughout(ranges: &[(u64, u64)], lo: u64, hi: u64) -> bool {
     ranges.iter().any(|(from, to)| *from <= lo && *to >= hi)
 }
@@ -137,11 +172,39 @@ pub fn at_most(odds: &[f64], k: usize) -> f64 {
     p.iter().sum::<f64>().min(1.0)
 }
 
-/// One bookie's record over the segments it could have been placed in.
+/// A record over segments that could each have been placed on some bookies:
+/// the least odds each had, and how many were.
 #[derive(Default)]
 struct Share {
     odds: Vec<f64>,
     placed: usize,
+}
+
+impl Share {
+    fn add(&mut self, odds: f64, placed: bool) {
+        self.odds.push(odds);
+        self.placed += usize::from(placed);
+    }
+
+    /// The chance under uniform placement of being placed this seldom or less.
+    fn chance(&self) -> f64 {
+        at_most(&self.odds, self.placed)
+    }
+
+    fn describe(&self) -> String {
+        let expected: f64 = self.odds.iter().sum();
+        format!(
+            "uniform placement would do so {expected:.1} times on average, and {} or fewer times with chance {:.1e}",
+            self.placed,
+            self.chance()
+        )
+    }
+}
+
+/// The chance that `e` of `n` bookies drawn uniformly include one of `m` given ones.
+fn odds_of_any(n: usize, m: usize, e: usize) -> f64 {
+    let none: f64 = (0..e).map(|i| n.saturating_sub(m + i) as f64 / (n - i).max(1) as f64).product();
+    1.0 - none
 }
 
 /// Segments placed on a bookie that was not registered in their windows.
@@ -154,7 +217,11 @@ struct Strays {
 fn judge(txns: &[(u64, Txn)]) -> Vec<Violation> {
     let d = replay(txns);
     let mut violations = Vec::new();
+    // Each bookie over the segments it was registered throughout the windows of.
     let mut shares: BTreeMap<&str, Share> = BTreeMap::new();
+    // Rollovers by owners that opened their log before some bookies registered,
+    // over whether they used any of those bookies; and which bookies they were.
+    let (mut fresh, mut joined) = (Share::default(), BTreeSet::new());
     let mut strays: BTreeMap<String, Strays> = BTreeMap::new();
     let mut judged = 0;
     for (log, (created, list)) in &d.logs {
@@ -164,6 +231,8 @@ fn judge(txns: &[(u64, Txn)]) -> Vec<Violation> {
             continue;
         };
         let mut lo = *created;
+        // The window in which the current owner chose its first segment.
+        let (mut opening, mut previous) = ((0, 0), None);
         for ledger in list {
             let (hi, ensemble) = match d.ledgers.get(ledger) {
                 Some((hi, Some(ensemble))) => (*hi, ensemble),
@@ -178,6 +247,11 @@ fn judge(txns: &[(u64, Txn)]) -> Vec<Violation> {
                     continue;
                 }
             };
+            let rollover = d.rolled.contains(ledger) && previous.is_some_and(|p| !d.recovered.contains(p));
+            if !rollover {
+                opening = (lo, hi);
+            }
+            previous = Some(ledger);
             if hi <= lo {
                 // Created before the segment it follows: not a choice made in a window.
                 lo = lo.max(hi);
@@ -191,13 +265,21 @@ fn judge(txns: &[(u64, Txn)]) -> Vec<Violation> {
                 }
                 s.count += 1;
             }
-            let odds = ensemble.len() as f64 / d.most_registered(lo, hi).max(1) as f64;
+            // The least odds: the creator saw at most this many bookies.
+            let most = d.most_registered(lo, hi).max(1);
+            let mut late = Vec::new();
             for (b, ranges) in &d.registered {
-                if throughout(ranges, lo, hi) {
-                    let share = shares.entry(b.as_str()).or_default();
-                    share.odds.push(odds);
-                    share.placed += usize::from(ensemble.contains(b));
+                if !throughout(ranges, lo, hi) {
+                    continue;
                 }
+                shares.entry(b.as_str()).or_default().add(ensemble.len() as f64 / most as f64, ensemble.contains(b));
+                if rollover && !d.registered_during(b, opening.0, opening.1) {
+                    late.push(b.as_str());
+                }
+            }
+            if !late.is_empty() {
+                fresh.add(odds_of_any(most, late.len(), ensemble.len()), late.iter().any(|b| ensemble.iter().any(|e| e == b)));
+                joined.extend(late);
             }
             lo = hi;
         }
@@ -212,18 +294,24 @@ fn judge(txns: &[(u64, Txn)]) -> Vec<Violation> {
         );
         violations.push(Violation::new(INVARIANT, detail));
     }
-    for (b, s) in shares {
-        let chance = at_most(&s.odds, s.placed);
-        if chance < CHANCE {
-            let expected: f64 = s.odds.iter().sum();
-            let detail = format!(
-                "bookie-passed-over: {b} was registered throughout the placement of {} segments and was placed in {}; uniform placement would place it in {expected:.1} on average, and in {} or fewer with chance {chance:.1e}",
-                s.odds.len(),
-                s.placed,
-                s.placed
-            );
-            violations.push(Violation::new(INVARIANT, detail));
-        }
+    if fresh.chance() < CHANCE {
+        let detail = format!(
+            "new-bookies-unused: {} segments were rolled over by owners that opened their log before some of {} registered, while those were registered; {} of them were placed on one of those bookies: {}",
+            fresh.odds.len(),
+            joined.into_iter().collect::<Vec<_>>().join(", "),
+            fresh.placed,
+            fresh.describe()
+        );
+        violations.push(Violation::new(INVARIANT, detail));
+    }
+    for (b, s) in shares.iter().filter(|(_, s)| s.chance() < CHANCE) {
+        let detail = format!(
+            "bookie-passed-over: {b} was registered throughout the placement of {} segments and was placed in {}: {}",
+            s.odds.len(),
+            s.placed,
+            s.describe()
+        );
+        violations.push(Violation::new(INVARIANT, detail));
     }
     violations
 }
@@ -281,9 +369,26 @@ mod tests {
             self.push(Txn::Create { path: ledger::path(self.next_ledger), value, owner: None, sequential: true });
             let list = self.segments.get_mut(log).unwrap();
             list.push(self.next_ledger);
-            let segments = list.iter().map(|l| Segment { ledger: *l, first: 0, entries: None }).collect();
+            // Every segment but the new last one is closed: each write is a rollover.
+            let last = self.next_ledger;
+            let segments =
+                list.iter().map(|l| Segment { ledger: *l, first: 0, entries: (*l != last).then_some(1) }).collect();
             let value = postcard::to_allocvec(&LogMeta { segments }).unwrap();
             self.push(Txn::Set { path: managed::path(log), value });
+        }
+
+        /// The last segment of `log` is taken over: recovery puts its ledger in recovery.
+        fn recover_last(&mut self, log: &str) {
+            let ledger = *self.segments[log].last().unwrap();
+            let meta = LedgerMeta {
+                state: State::InRecovery,
+                last_entry: -1,
+                qw: 2,
+                qa: 2,
+                ensembles: BTreeMap::from([(0, vec![])]),
+            };
+            let value = postcard::to_allocvec(&meta).unwrap();
+            self.push(Txn::Set { path: ledger::path(ledger), value });
         }
     }
 
@@ -333,13 +438,35 @@ mod tests {
         let old = [["b0", "b1", "b2"], ["b0", "b1", "b3"], ["b0", "b2", "b3"], ["b1", "b2", "b3"]];
         let log = scale_out(30, |i| old[i % 4].to_vec());
         let v = judge(&log.txns);
-        assert_eq!(names(&v), vec![("P1", "bookie-passed-over".to_string())], "{v:?}");
+        assert_eq!(names(&v), vec![("P1", "new-bookies-unused".to_string()), ("P1", "bookie-passed-over".to_string())], "{v:?}");
         // The first segment of each log after b4 joined may have been placed before it did.
         assert!(
-            v[0].detail.contains("b4 was registered throughout the placement of 58 segments and was placed in 0"),
+            v[1].detail.contains("b4 was registered throughout the placement of 58 segments and was placed in 0"),
             "{}",
-            v[0].detail
+            v[1].detail
         );
+    }
+
+    #[test]
+    fn p1_new_bookies_unused_by_rollovers_of_an_owner_from_before_they_joined() {
+        // q0's owner opened it before b4 joined and never places on b4; q1
+        // is taken over after b4 joined, and its new owner always does. Over
+        // all segments b4's share is plausible; over q0's rollovers it is not.
+        let old = [["b0", "b1", "b2"], ["b0", "b1", "b3"], ["b0", "b2", "b3"], ["b1", "b2", "b3"]];
+        let mut log = Log::default();
+        OLD.iter().for_each(|b| log.register(b));
+        log.segment("q0", &["b0", "b1", "b2"]);
+        log.segment("q1", &["b1", "b2", "b3"]);
+        log.register("b4");
+        log.recover_last("q1");
+        for i in 0..30 {
+            log.segment("q0", &old[i % 4]);
+            log.segment("q1", &["b4", old[i % 4][0], old[i % 4][1]]);
+        }
+        let v = judge(&log.txns);
+        assert_eq!(names(&v), vec![("P1", "new-bookies-unused".to_string())], "{v:?}");
+        let expected = "29 segments were rolled over by owners that opened their log before some of b4 registered, while those were registered; 0 of them";
+        assert!(v[0].detail.contains(expected), "{}", v[0].detail);
     }
 
     #[test]
@@ -415,6 +542,9 @@ mod tests {
         assert!((at_most(&[0.5; 4], 0) - 1.0 / 16.0).abs() < 1e-12);
         assert!((at_most(&[0.5; 4], 1) - 5.0 / 16.0).abs() < 1e-12);
         assert!((at_most(&[0.5; 4], 4) - 1.0).abs() < 1e-12);
+        assert!((odds_of_any(5, 1, 3) - 0.6).abs() < 1e-12);
+        assert!((odds_of_any(6, 2, 3) - 0.8).abs() < 1e-12);
+        assert_eq!(odds_of_any(4, 2, 3), 1.0);
         assert!(at_most(&[0.6; 60], 0) < 1e-20);
     }
 }
