@@ -4,7 +4,9 @@
 //! onto the new ones. New ledgers (after a rollover or a takeover) land on
 //! the bookies registered then, so the new bookies take new data. The
 //! checker judges the delivery guarantees (M1–M7), that no two leaders'
-//! decisions interleave (L1), and that new brokers took queues (L2).
+//! decisions interleave (L1), that new brokers took queues (L2), and, from
+//! the metadata service's log on its disk, that new ledgers were placed on
+//! the bookies registered when they were created (P1, [`placement`]).
 
 pub mod checker;
 pub mod placement;
@@ -66,7 +68,7 @@ impl Script for ScaleOut {
     }
 
     fn about(&self) -> &'static str {
-        "brokers and bookies join while traffic flows; a leader broker assigns queues and moves them off dead brokers and onto new ones"
+        "brokers and bookies join while traffic flows; a leader broker assigns queues and moves them off dead brokers and onto new ones, and new ledgers land on the new bookies"
     }
 
     fn default_phase(&self) -> Duration {
