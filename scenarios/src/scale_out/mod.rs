@@ -103,7 +103,7 @@ impl Script for ScaleOut {
         };
         let broker_joins = joins(new_brokers, phase - 1_000);
         // Bookies join in the first half, so that many ledgers are placed after.
-        let bookie_joins = joins(new_bookies, phase / 2);
+        let bookie_joins = joins(new_bookies, (phase / 2).max(2_001));
         let mut cluster = cluster;
         // Rollovers every second or few, so that the logs place many new
         // ledgers after each bookie joins: the placement checker's evidence.

@@ -28,7 +28,7 @@
 //!   passing. Which segments count does not depend on their own ensembles,
 //!   so picking them does not bias the odds.
 //!
-//! A log with no segments judged nothing, and the run fails.
+//! A run in which no log has a segment with a window judged nothing, and fails.
 
 use crate::{Violation, JUDGED_NOTHING, UNREADABLE};
 use mqsim_core::bookie::{self, LedgerId};
@@ -278,14 +278,17 @@ fn judge(txns: &[(u64, Txn)]) -> Vec<Violation> {
                 }
             }
             if !late.is_empty() {
-                fresh.add(odds_of_any(most, late.len(), ensemble.len()), late.iter().any(|b| ensemble.iter().any(|e| e == b)));
+                fresh.add(
+                    odds_of_any(most, late.len(), ensemble.len()),
+                    late.iter().any(|b| ensemble.iter().any(|e| e == b)),
+                );
                 joined.extend(late);
             }
             lo = hi;
         }
     }
     if judged == 0 {
-        return vec![Violation::new(JUDGED_NOTHING, "placement: no log has a segment to judge".into())];
+        violations.push(Violation::new(JUDGED_NOTHING, "placement: no log has a segment to judge".into()));
     }
     for (b, s) in strays {
         let detail = format!(
@@ -438,7 +441,11 @@ mod tests {
         let old = [["b0", "b1", "b2"], ["b0", "b1", "b3"], ["b0", "b2", "b3"], ["b1", "b2", "b3"]];
         let log = scale_out(30, |i| old[i % 4].to_vec());
         let v = judge(&log.txns);
-        assert_eq!(names(&v), vec![("P1", "new-bookies-unused".to_string()), ("P1", "bookie-passed-over".to_string())], "{v:?}");
+        assert_eq!(
+            names(&v),
+            vec![("P1", "new-bookies-unused".to_string()), ("P1", "bookie-passed-over".to_string())],
+            "{v:?}"
+        );
         // The first segment of each log after b4 joined may have been placed before it did.
         assert!(
             v[1].detail.contains("b4 was registered throughout the placement of 58 segments and was placed in 0"),
@@ -467,6 +474,37 @@ mod tests {
         assert_eq!(names(&v), vec![("P1", "new-bookies-unused".to_string())], "{v:?}");
         let expected = "29 segments were rolled over by owners that opened their log before some of b4 registered, while those were registered; 0 of them";
         assert!(v[0].detail.contains(expected), "{}", v[0].detail);
+    }
+
+    #[test]
+    fn p1_bookie_passed_over_alone_when_it_was_there_from_the_start() {
+        // b4 registered before any log opened: no bookie is new to an owner,
+        // yet no segment ever lands on it.
+        let old = [["b0", "b1", "b2"], ["b0", "b1", "b3"], ["b0", "b2", "b3"], ["b1", "b2", "b3"]];
+        let mut log = Log::default();
+        OLD.iter().chain(&["b4"]).for_each(|b| log.register(b));
+        for i in 0..30 {
+            log.segment("q0", &old[i % 4]);
+        }
+        let v = judge(&log.txns);
+        assert_eq!(names(&v), vec![("P1", "bookie-passed-over".to_string())], "{v:?}");
+        assert!(
+            v[0].detail.starts_with(
+                "bookie-passed-over: b4 was registered throughout the placement of 30 segments and was placed in 0"
+            ),
+            "{}",
+            v[0].detail
+        );
+    }
+
+    #[test]
+    fn p1_placed_on_a_bookie_whose_key_was_deleted() {
+        let mut log = scale_out(30, rotating);
+        log.push(Txn::Delete { path: format!("{}/b3", bookie::REGISTRY) });
+        log.segment("q1", &["b0", "b1", "b4"]);
+        log.segment("q1", &["b0", "b3", "b4"]);
+        let v = judge(&log.txns);
+        assert_eq!(names(&v), vec![("P1", "placed-on-unregistered".to_string())], "{v:?}");
     }
 
     #[test]
