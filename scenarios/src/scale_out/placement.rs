@@ -123,7 +123,7 @@ fn replay(txns: &[(u64, Txn)]) -> Durable {
                 d.registered.entry(b).or_default().push((since, *zxid));
             }
         }
-        if now.len() != before || matches!(txn, Txn::Create { path, .. } if path.starts_with(&bookie_prefix)) {
+        if now.len() != before {
             d.sizes.push((*zxid, now.len()));
         }
     }
